@@ -1,0 +1,37 @@
+# Two commands: `make run` and `make test` (see README.md).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-slow lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[cli]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[cli,test]"
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/python -m jaxdiffeq solve lorenz --plot lorenz.png
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check jaxdiffeq tests bench examples
+	$(BIN)/ruff format --check jaxdiffeq tests bench examples
+
+test: lint
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m slow
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/forward.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

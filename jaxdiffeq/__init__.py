@@ -1,0 +1,74 @@
+"""jaxdiffeq: solve and differentiate differential equations in JAX.
+
+The public API matches Diffrax's: `import jaxdiffeq as jd` and use
+`jd.diffeqsolve(jd.ODETerm(f), jd.Tsit5(), t0, t1, dt0, y0, ...)`.
+"""
+
+from ._controller.base import (
+    AbstractAdaptiveStepSizeController as AbstractAdaptiveStepSizeController,
+    AbstractStepSizeController as AbstractStepSizeController,
+    rms_norm as rms_norm,
+)
+from ._controller.clip import ClipStepSizeController as ClipStepSizeController
+from ._controller.constant import ConstantStepSize as ConstantStepSize, StepTo as StepTo
+from ._controller.pid import PIDController as PIDController
+from ._custom_types import (
+    Args as Args,
+    BoolScalarLike as BoolScalarLike,
+    DenseInfo as DenseInfo,
+    FloatScalarLike as FloatScalarLike,
+    IntScalarLike as IntScalarLike,
+    RealScalarLike as RealScalarLike,
+    VF as VF,
+    Y as Y,
+)
+from ._interpolation import (
+    AbstractLocalInterpolation as AbstractLocalInterpolation,
+    AbstractPath as AbstractPath,
+    DenseInterpolation as DenseInterpolation,
+    LocalLinearInterpolation as LocalLinearInterpolation,
+    ThirdOrderHermitePolynomialInterpolation as ThirdOrderHermitePolynomialInterpolation,
+)
+from ._progress import (
+    AbstractProgressMeter as AbstractProgressMeter,
+    NoProgressMeter as NoProgressMeter,
+)
+from ._results import (
+    RESULTS as RESULTS,
+    is_okay as is_okay,
+    is_successful as is_successful,
+)
+from ._saveat import SaveAt as SaveAt, SubSaveAt as SubSaveAt
+from ._solution import Solution as Solution
+from ._solve import (
+    RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
+    diffeqsolve as diffeqsolve,
+)
+from ._solver.base import (
+    AbstractAdaptiveSolver as AbstractAdaptiveSolver,
+    AbstractImplicitSolver as AbstractImplicitSolver,
+    AbstractItoSolver as AbstractItoSolver,
+    AbstractSolver as AbstractSolver,
+    AbstractStratonovichSolver as AbstractStratonovichSolver,
+    AbstractWrappedSolver as AbstractWrappedSolver,
+)
+from ._solver.bosh3 import Bosh3 as Bosh3
+from ._solver.euler import Euler as Euler
+from ._solver.half import HalfSolver as HalfSolver
+from ._solver.heun import Heun as Heun
+from ._solver.midpoint import Midpoint as Midpoint
+from ._solver.ralston import Ralston as Ralston
+from ._solver.runge_kutta import (
+    AbstractRungeKutta as AbstractRungeKutta,
+    ButcherTableau as ButcherTableau,
+)
+from ._term import (
+    AbstractTerm as AbstractTerm,
+    MultiTerm as MultiTerm,
+    ODETerm as ODETerm,
+)
+from ._while import while_loop as while_loop
+
+AbstractERK = AbstractRungeKutta
+
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""The step-size controller interface."""
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import PyTree
+
+from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from .._results import RESULTS
+
+ControllerState = PyTree[Any]
+
+
+class AbstractStepSizeController(eqx.Module):
+    """Chooses the step sizes of a solve.
+
+    The contract (what the step loop calls):
+
+    - `wrap(direction)`: the same controller for integration on the reversed time
+      axis `tau = direction * t` (flip any stored times); the loop always runs
+      forwards in `tau`.
+    - `init(terms, t0, t1, y0, dt0, args, func, error_order)` returns
+      `(tnext, controller_state)`: the end of the first step and the state.
+    - `adapt_step_size(t0, t1, y0, y1_candidate, args, y_error, error_order,
+      controller_state)` is called after each attempted step `[t0, t1]` and returns
+      `(keep_step, next_t0, next_t1, made_jump, controller_state, result)`:
+      whether to accept the step, the next step's interval (`next_t0` is `t1` if the
+      step is kept, else `t0`), whether `next_t0` sits on a discontinuity of the
+      vector field, the new state and a `RESULTS` code.
+    """
+
+    def wrap(self, direction) -> "AbstractStepSizeController":
+        del direction
+        return self
+
+    @abc.abstractmethod
+    def init(
+        self,
+        terms,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        dt0: RealScalarLike | None,
+        args: Args,
+        func: Callable,
+        error_order: RealScalarLike | None,
+    ) -> tuple[RealScalarLike, ControllerState]:
+        """The end of the first step and the initial state."""
+
+    @abc.abstractmethod
+    def adapt_step_size(
+        self,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        y1_candidate: Y,
+        args: Args,
+        y_error: Y | None,
+        error_order: RealScalarLike | None,
+        controller_state: ControllerState,
+    ) -> tuple[
+        BoolScalarLike,
+        RealScalarLike,
+        RealScalarLike,
+        BoolScalarLike,
+        ControllerState,
+        RESULTS,
+    ]:
+        """Accept or reject the step `[t0, t1]` and propose the next one."""
+
+    def can_jump(self) -> bool:
+        """Whether `adapt_step_size` can ever return `made_jump=True` (lets the loop
+        skip the code that handles discontinuities)."""
+        return False
+
+
+class AbstractAdaptiveStepSizeController(AbstractStepSizeController):
+    """A controller driven by the solver's error estimate and tolerances."""
+
+    rtol: eqx.AbstractVar[RealScalarLike]
+    atol: eqx.AbstractVar[RealScalarLike]
+
+
+def rms_norm(x: PyTree) -> jnp.ndarray:
+    """Root-mean-square over every element of every leaf of `x` (0 for no
+    elements)."""
+    leaves = jtu.tree_leaves(x)
+    size = sum(jnp.size(leaf) for leaf in leaves)
+    if size == 0:
+        return jnp.asarray(0.0)
+    total = sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in leaves)
+    return jnp.sqrt(total / size)

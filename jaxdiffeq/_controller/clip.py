@@ -1,0 +1,117 @@
+"""`ClipStepSizeController`: make another controller land on given times."""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Real
+
+from .base import AbstractStepSizeController
+
+
+def _as_sorted_times(ts, name):
+    if ts is None:
+        return None
+    ts = jnp.asarray(ts)
+    if ts.ndim != 1:
+        raise ValueError(f"`{name}` must be one-dimensional.")
+    return ts
+
+
+def _next_time_after(ts, t):
+    """The first element of the sorted `ts` strictly after `t` (`inf` if none)."""
+    index = jnp.searchsorted(ts, t, side="right")
+    padded = jnp.concatenate([ts, jnp.full((1,), jnp.inf, ts.dtype)])
+    return padded[index]
+
+
+def clip_to_times(next_t0, next_t1, step_ts, jump_ts):
+    """Shorten the proposed step `[next_t0, next_t1]` so that it does not cross an
+    element of `step_ts` or `jump_ts`. Returns the new end and whether it ends on a
+    jump time."""
+    ends_at_jump = False
+    if step_ts is not None:
+        next_t1 = jnp.minimum(next_t1, _next_time_after(step_ts, next_t0))
+    if jump_ts is not None:
+        t_jump = _next_time_after(jump_ts, next_t0)
+        ends_at_jump = t_jump <= next_t1
+        next_t1 = jnp.minimum(next_t1, t_jump)
+    return next_t1, ends_at_jump
+
+
+class ClipStepSizeController(AbstractStepSizeController):
+    """Wraps a controller so that steps land exactly on given times.
+
+    **Arguments:**
+
+    - `controller`: the controller proposing the steps.
+    - `step_ts`: times that steps must land on (e.g. where the vector field changes
+      character, or known output times).
+    - `jump_ts`: times where the vector field is discontinuous. Steps land on them
+      and the step after restarts its cached evaluations (e.g. FSAL), so no stage
+      straddles the discontinuity.
+    - `store_rejected_steps`: accepted for compatibility with Diffrax; unused.
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: jnp.where(t < 0.5, -y, y))
+    controller = jd.ClipStepSizeController(
+        jd.PIDController(rtol=1e-6, atol=1e-8), jump_ts=jnp.array([0.5]))
+    sol = jd.diffeqsolve(term, jd.Tsit5(), 0.0, 1.0, 0.1, jnp.array(1.0),
+                         stepsize_controller=controller)
+    ```
+    """
+
+    controller: AbstractStepSizeController
+    step_ts: Real[Array, " steps"] | None
+    jump_ts: Real[Array, " jumps"] | None
+    store_rejected_steps: int | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        controller: AbstractStepSizeController,
+        step_ts: Real[ArrayLike, " steps"] | None = None,
+        jump_ts: Real[ArrayLike, " jumps"] | None = None,
+        store_rejected_steps: int | None = None,
+    ):
+        self.controller = controller
+        self.step_ts = _as_sorted_times(step_ts, "step_ts")
+        self.jump_ts = _as_sorted_times(jump_ts, "jump_ts")
+        self.store_rejected_steps = store_rejected_steps
+
+    def wrap(self, direction):
+        # On the reversed axis the times change sign, so their order reverses too.
+        def flip(ts):
+            return None if ts is None else jnp.sort(ts * direction)
+
+        return ClipStepSizeController(
+            self.controller.wrap(direction),
+            flip(self.step_ts),
+            flip(self.jump_ts),
+            self.store_rejected_steps,
+        )
+
+    def can_jump(self):
+        return self.jump_ts is not None or self.controller.can_jump()
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.controller.init(
+            terms, t0, t1, y0, dt0, args, func, error_order
+        )
+        tnext, ends_at_jump = clip_to_times(t0, tnext, self.step_ts, self.jump_ts)
+        return tnext, (state, jnp.asarray(ends_at_jump))
+
+    def adapt_step_size(
+        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+    ):
+        inner_state, ends_at_jump = controller_state
+        keep, next_t0, next_t1, made_jump, inner_state, result = (
+            self.controller.adapt_step_size(
+                t0, t1, y0, y1_candidate, args, y_error, error_order, inner_state
+            )
+        )
+        made_jump = (keep & ends_at_jump) | made_jump
+        next_t1, next_ends_at_jump = clip_to_times(
+            next_t0, next_t1, self.step_ts, self.jump_ts
+        )
+        state = (inner_state, jnp.asarray(next_ends_at_jump))
+        return keep, next_t0, next_t1, made_jump, state, result

@@ -1,0 +1,104 @@
+"""Controllers that do not adapt: `ConstantStepSize` and `StepTo`."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Real
+
+from .._results import RESULTS
+from .base import AbstractStepSizeController
+
+
+class ConstantStepSize(AbstractStepSizeController):
+    """Steps of the constant size `dt0` (the last step is shortened to end at `t1`).
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: -y)
+    sol = jd.diffeqsolve(term, jd.Tsit5(), 0.0, 1.0, 0.1, jnp.array(1.0),
+                         stepsize_controller=jd.ConstantStepSize())
+    ```
+    """
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del terms, t1, y0, args, func, error_order
+        if dt0 is None:
+            raise ValueError(
+                "`ConstantStepSize` needs a step size: pass `dt0` to `diffeqsolve`, or "
+                "use an adaptive controller such as `PIDController`, which can choose "
+                "the first step itself when `dt0=None`."
+            )
+        return t0 + dt0, dt0
+
+    def adapt_step_size(
+        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+    ):
+        del t0, y0, y1_candidate, args, y_error, error_order
+        return (
+            True,
+            t1,
+            t1 + controller_state,
+            False,
+            controller_state,
+            RESULTS.successful,
+        )
+
+
+class StepTo(AbstractStepSizeController):
+    """Steps between the given times, in order: `ts[0] = t0`, ..., `ts[-1] = t1`.
+
+    **Arguments:** `ts`, the step boundaries, strictly monotonic in the direction of
+    integration, starting at `t0` and ending at `t1`. Use `dt0=None`.
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: -y)
+    ts = jnp.array([0.0, 0.1, 0.3, 0.6, 1.0])
+    sol = jd.diffeqsolve(term, jd.Heun(), 0.0, 1.0, None, jnp.array(1.0),
+                         stepsize_controller=jd.StepTo(ts),
+                         saveat=jd.SaveAt(steps=True))
+    ```
+    """
+
+    ts: Real[Array, " times"]
+
+    def __init__(self, ts: Real[ArrayLike, " times"]):
+        ts = jnp.asarray(ts)
+        if ts.ndim != 1 or ts.shape[0] < 2:
+            raise ValueError("`StepTo(ts)` needs a one-dimensional `ts` of length >= 2.")
+        try:
+            concrete = np.asarray(ts)
+        except Exception:  # traced: checked in diffeqsolve with error_if instead
+            concrete = None
+        if concrete is not None:
+            diffs = np.diff(concrete)
+            if not (np.all(diffs > 0) or np.all(diffs < 0)):
+                raise ValueError("`StepTo(ts)` needs strictly monotonic `ts`.")
+        self.ts = ts
+
+    def wrap(self, direction):
+        return eqx.tree_at(lambda c: c.ts, self, self.ts * direction)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del terms, t0, t1, y0, args, func, error_order
+        if dt0 is not None:
+            raise ValueError(
+                "`StepTo` takes its steps from `ts`; pass `dt0=None` to `diffeqsolve`."
+            )
+        return self.ts[1], jnp.asarray(2, dtype=jnp.int32)
+
+    def adapt_step_size(
+        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+    ):
+        del t0, y0, y1_candidate, args, y_error, error_order
+        index = jnp.minimum(controller_state, self.ts.shape[0] - 1)
+        return (
+            True,
+            t1,
+            self.ts[index],
+            False,
+            controller_state + 1,
+            RESULTS.successful,
+        )

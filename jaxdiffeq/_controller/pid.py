@@ -1,0 +1,244 @@
+"""`PIDController`: adaptive step sizes from the solver's local error estimate."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import ArrayLike
+
+from .._custom_types import RealScalarLike
+from .._misc import all_lanes, min_lane
+from .._results import RESULTS
+from .base import AbstractAdaptiveStepSizeController, rms_norm
+from .clip import _as_sorted_times, clip_to_times
+
+
+def _is_zero(x) -> bool:
+    return isinstance(x, (int, float)) and x == 0
+
+
+def select_initial_step(terms, t0, y0, args, func, error_order, rtol, atol, norm):
+    """Hairer, Nørsett & Wanner's starting step size (Solving ODEs I, II.4).
+
+    From the sizes of `y0`, `f(t0, y0)` and a finite-difference estimate of the second
+    derivative, pick `h` so that an explicit Euler step would make an error of about
+    `0.01` of the tolerance; the result is capped at `100 h0`.
+    """
+    f0 = func(terms, t0, y0, args)
+    scale = jtu.tree_map(lambda y: atol + jnp.abs(y) * rtol, y0)
+    d0 = norm(jtu.tree_map(lambda y, s: y / s, y0, scale))
+    d1 = norm(jtu.tree_map(lambda f, s: f / s, f0, scale))
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1, d1))
+    y1 = jtu.tree_map(lambda y, f: y + h0 * f, y0, f0)
+    f1 = func(terms, t0 + h0, y1, args)
+    d2 = norm(jtu.tree_map(lambda a, b, s: (a - b) / s, f1, f0, scale)) / h0
+    max_d = jnp.maximum(d1, d2)
+    h1 = jnp.where(
+        max_d <= 1e-15,
+        jnp.maximum(1e-6, h0 * 1e-3),
+        (0.01 / jnp.where(max_d <= 1e-15, 1, max_d)) ** (1 / error_order),
+    )
+    return jnp.minimum(100 * h0, h1)
+
+
+class PIDController(AbstractAdaptiveStepSizeController):
+    r"""Adaptive step sizes by proportional–integral–derivative control of the error.
+
+    After each step the error estimate is scaled and measured,
+
+    $$ e = \operatorname{norm}\Big(\frac{y_\text{err}}{\text{atol} +
+    \text{rtol}\cdot\max(|y_0|, |y_1|)}\Big), $$
+
+    the step is accepted if `e < 1` (a NaN error rejects it), and the next step is
+
+    $$ h_{n+1} = h_n \cdot \text{clip}\big(\text{safety}\cdot
+    e_n^{-\beta_1} e_{n-1}^{-\beta_2} e_{n-2}^{-\beta_3}\big) $$
+
+    with `β1 = (pcoeff + icoeff + dcoeff) / k`, `β2 = -(pcoeff + 2 dcoeff) / k`,
+    `β3 = dcoeff / k`, where `k` is the solver's error order. The default
+    (`pcoeff=0, icoeff=1, dcoeff=0`) is the classical integral controller. The
+    factor is clipped to `[1, factormax]` after an accepted step and to
+    `[factormin, safety]` after a rejected one, and it carries no gradient: accepted
+    steps form a mesh that is frozen for differentiation.
+
+    **Arguments:** `rtol`, `atol` (tolerances); `pcoeff`, `icoeff`, `dcoeff`;
+    `dtmin`, `dtmax` (bounds on the step; with `force_dtmin=True` a step at `dtmin`
+    is accepted whatever its error, with `force_dtmin=False` the solve fails with
+    `RESULTS.dt_min_reached`); `factormin`, `factormax`, `safety`; `norm` (a function
+    PyTree → scalar, root-mean-square by default); `step_ts`, `jump_ts` (as in
+    `ClipStepSizeController`); `error_order` (overrides the solver's); `unvmap_dt`.
+
+    `unvmap_dt=True`: under `jax.vmap`, every lane takes the same steps: the step
+    size is the minimum proposed over the batch and a step is accepted only if every
+    lane accepts it. This saves the work of lanes waiting for each other (useful
+    for neural ODE training, as torchdiffeq does), at the price that lanes influence
+    each other's step sizes (so results depend on the batch).
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: -y)
+    sol = jd.diffeqsolve(term, jd.Tsit5(), 0.0, 10.0, None, jnp.array(1.0),
+                         stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8))
+    ```
+
+    References: Hairer, Nørsett & Wanner, *Solving ODEs I* (II.4); Söderlind,
+    "Digital filters in adaptive time-stepping", ACM TOMS 29 (2003).
+    """
+
+    rtol: RealScalarLike
+    atol: RealScalarLike
+    pcoeff: RealScalarLike = 0
+    icoeff: RealScalarLike = 1
+    dcoeff: RealScalarLike = 0
+    dtmin: RealScalarLike | None = None
+    dtmax: RealScalarLike | None = None
+    force_dtmin: bool = True
+    factormin: RealScalarLike = 0.2
+    factormax: RealScalarLike = 10.0
+    safety: RealScalarLike = 0.9
+    norm: Callable = rms_norm
+    step_ts: ArrayLike | None = None
+    jump_ts: ArrayLike | None = None
+    error_order: RealScalarLike | None = None
+    unvmap_dt: bool = eqx.field(default=False, static=True)
+
+    def __check_init__(self):
+        for name in ("step_ts", "jump_ts"):
+            _as_sorted_times(getattr(self, name), name)
+
+    def wrap(self, direction):
+        def flip(ts):
+            return None if ts is None else jnp.sort(jnp.asarray(ts) * direction)
+
+        return eqx.tree_at(
+            lambda c: (c.step_ts, c.jump_ts),
+            self,
+            (flip(self.step_ts), flip(self.jump_ts)),
+            is_leaf=lambda x: x is None,
+        )
+
+    def can_jump(self):
+        return self.jump_ts is not None
+
+    def _error_order(self, error_order):
+        if self.error_order is not None:
+            return self.error_order
+        if error_order is None:
+            raise ValueError(
+                "The solver does not report an error order; pass "
+                "`PIDController(..., error_order=...)` (for an ODE: the solver's order "
+                "plus one)."
+            )
+        return error_order
+
+    def _clip(self, next_t0, next_t1):
+        step_ts = None if self.step_ts is None else jnp.asarray(self.step_ts)
+        jump_ts = None if self.jump_ts is None else jnp.asarray(self.jump_ts)
+        return clip_to_times(next_t0, next_t1, step_ts, jump_ts)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del t1
+        if dt0 is None:
+            dt0 = select_initial_step(
+                terms,
+                t0,
+                y0,
+                args,
+                func,
+                self._error_order(error_order),
+                self.rtol,
+                self.atol,
+                self.norm,
+            )
+            dt0 = lax.stop_gradient(dt0)
+            if self.unvmap_dt:
+                dt0 = min_lane(dt0)
+        if self.dtmax is not None:
+            dt0 = jnp.minimum(dt0, self.dtmax)
+        if self.dtmin is not None:
+            dt0 = jnp.maximum(dt0, self.dtmin)
+        leaves = jtu.tree_leaves(y0)
+        dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
+        real_dtype = jnp.finfo(dtype).dtype
+        one = jnp.ones((), real_dtype)
+        tnext, ends_at_jump = self._clip(t0, t0 + dt0)
+        state = (one, one, jnp.asarray(False), jnp.asarray(ends_at_jump))
+        return tnext, state
+
+    def adapt_step_size(
+        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+    ):
+        del args
+        if y_error is None:
+            raise ValueError(
+                "This solver does not estimate its error, so it cannot be used with "
+                "`PIDController`; use `ConstantStepSize`, a solver with an embedded "
+                "error estimate (e.g. `Tsit5`), or wrap it in `HalfSolver`."
+            )
+        prev_inv_error, prev_prev_inv_error, at_dtmin, ends_at_jump = controller_state
+        error_order = self._error_order(error_order)
+        prev_dt = t1 - t0
+
+        def scaled(y0_, y1_, err_):
+            # A NaN candidate should not also poison the scale.
+            y1_ = jnp.where(jnp.isnan(y1_), y0_, y1_)
+            return err_ / (self.atol + self.rtol * jnp.maximum(jnp.abs(y0_), jnp.abs(y1_)))
+
+        error = self.norm(jtu.tree_map(scaled, y0, y1_candidate, y_error))
+        error = lax.stop_gradient(error)
+        # NaN/inf error: reject and shrink as much as allowed.
+        error = jnp.where(jnp.isfinite(error), error, jnp.inf)
+        keep_step = error < 1
+        if self.dtmin is not None:
+            keep_step = keep_step | at_dtmin
+        if self.unvmap_dt:
+            keep_step = all_lanes(keep_step)
+        inv_error = 1 / error
+
+        beta1 = (self.pcoeff + self.icoeff + self.dcoeff) / error_order
+        beta2 = -(self.pcoeff + 2 * self.dcoeff) / error_order
+        beta3 = self.dcoeff / error_order
+        factor = self.safety
+        if not _is_zero(beta1):
+            factor = factor * inv_error**beta1
+        if not _is_zero(beta2):
+            factor = factor * prev_inv_error**beta2
+        if not _is_zero(beta3):
+            factor = factor * prev_prev_inv_error**beta3
+        lower = jnp.where(keep_step, 1, self.factormin)
+        upper = jnp.where(keep_step, self.factormax, self.safety)
+        factor = lax.stop_gradient(jnp.clip(factor, lower, upper))
+        dt = prev_dt * factor.astype(jnp.result_type(prev_dt))
+
+        # A failed step (infinite error) must not hold back the following steps.
+        inv_error = jnp.where((inv_error == 0) | jnp.isinf(inv_error), 1, inv_error)
+
+        result = RESULTS.successful
+        if self.dtmax is not None:
+            dt = jnp.minimum(dt, self.dtmax)
+        if self.dtmin is not None:
+            if not self.force_dtmin:
+                result = RESULTS.where(dt < self.dtmin, RESULTS.dt_min_reached, result)
+            dt = jnp.where(at_dtmin & (factor == 1), self.dtmin, dt)
+            at_dtmin = dt <= self.dtmin
+            dt = jnp.maximum(dt, self.dtmin)
+        if self.unvmap_dt:
+            # Lanes that have finished take zero-length steps; they must not pull the
+            # shared step size to zero.
+            dt = jnp.where(prev_dt > 0, dt, jnp.inf)
+            shared = min_lane(lax.stop_gradient(dt))
+            dt = jnp.where(jnp.isinf(shared), prev_dt, shared)
+
+        next_t0 = jnp.where(keep_step, t1, t0)
+        next_t1, next_ends_at_jump = self._clip(next_t0, next_t0 + dt)
+        made_jump = keep_step & ends_at_jump if self.jump_ts is not None else False
+
+        new_inv = jnp.where(keep_step, inv_error, prev_inv_error)
+        new_prev_inv = jnp.where(keep_step, prev_inv_error, prev_prev_inv_error)
+        state = (new_inv, new_prev_inv, jnp.asarray(at_dtmin), jnp.asarray(next_ends_at_jump))
+        return keep_step, next_t0, next_t1, made_jump, state, result

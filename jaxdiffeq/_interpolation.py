@@ -1,0 +1,163 @@
+"""Interpolation: local interpolants over one step, and dense output over a solve."""
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
+
+from ._custom_types import RealScalarLike, Y
+
+
+class AbstractPath(eqx.Module):
+    """A function of time on `[t0, t1]` that can be evaluated and differentiated."""
+
+    t0: eqx.AbstractVar[RealScalarLike]
+    t1: eqx.AbstractVar[RealScalarLike]
+
+    @abc.abstractmethod
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
+        """The value at `t0`; or, if `t1` is given, the increment from `t0` to `t1`.
+
+        `left` chooses the left or right limit at a discontinuity; it matters only
+        for paths with jumps.
+        """
+
+    def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
+        """The time derivative at `t` (by forward-mode autodiff unless overridden)."""
+        return jax.jvp(lambda s: self.evaluate(s, left=left), (t,), (jnp.ones_like(t),))[
+            1
+        ]
+
+
+class AbstractLocalInterpolation(AbstractPath):
+    """The interpolant of a solver over one step `[t0, t1]`.
+
+    A solver's `interpolation_cls(t0=, t1=, **dense_info)` builds it from the
+    `dense_info` dictionary that the solver's `step` returns.
+    """
+
+
+def _increment(path: AbstractPath, t0, t1, left):
+    if t1 is None:
+        return path.evaluate(t0, left=left)
+    return jtu.tree_map(
+        lambda a, b: b - a, path.evaluate(t0, left=left), path.evaluate(t1, left=left)
+    )
+
+
+def _fraction(t, t0, t1):
+    # Guard a zero-length step (t0 == t1) so that the fraction is 0 rather than NaN.
+    dt = t1 - t0
+    safe_dt = jnp.where(dt == 0, 1, dt)
+    return jnp.where(dt == 0, 0, (t - t0) / safe_dt)
+
+
+class LocalLinearInterpolation(AbstractLocalInterpolation):
+    """Linear interpolation between the two ends of a step (first order)."""
+
+    t0: RealScalarLike
+    t1: RealScalarLike
+    y0: Y
+    y1: Y
+
+    def evaluate(self, t0, t1=None, left=True):
+        if t1 is not None:
+            return _increment(self, t0, t1, left)
+        s = _fraction(t0, self.t0, self.t1)
+        return jtu.tree_map(
+            lambda a, b: (a + s * (b - a)).astype(a.dtype), self.y0, self.y1
+        )
+
+    def derivative(self, t, left=True):
+        del t, left
+        dt = self.t1 - self.t0
+        return jtu.tree_map(lambda a, b: ((b - a) / dt).astype(a.dtype), self.y0, self.y1)
+
+
+class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
+    """Cubic Hermite interpolation from the values and increments at both ends.
+
+    `k0` and `k1` are the increments `dt * dy/dt` at `t0` and `t1`. With exact end
+    derivatives the interpolant is third-order accurate.
+    """
+
+    t0: RealScalarLike
+    t1: RealScalarLike
+    y0: Y
+    y1: Y
+    k0: Y
+    k1: Y
+
+    @classmethod
+    def from_k(cls, *, t0, t1, y0, y1, k):
+        """Build from a Runge–Kutta solver's stages `k` (leading axis = stage), using
+        the first stage at `t0` and the last stage as the increment at `t1` (exact
+        for first-same-as-last tableaux)."""
+        return cls(
+            t0=t0,
+            t1=t1,
+            y0=y0,
+            y1=y1,
+            k0=jtu.tree_map(lambda x: x[0], k),
+            k1=jtu.tree_map(lambda x: x[-1], k),
+        )
+
+    def evaluate(self, t0, t1=None, left=True):
+        if t1 is not None:
+            return _increment(self, t0, t1, left)
+        s = _fraction(t0, self.t0, self.t1)
+
+        def leaf(y0, y1, k0, k1):
+            # Hermite basis in Horner form: y0 + s*(k0 + s*(c2 + s*c3)).
+            dy = y1 - y0
+            c2 = 3 * dy - 2 * k0 - k1
+            c3 = k0 + k1 - 2 * dy
+            return (y0 + s * (k0 + s * (c2 + s * c3))).astype(y0.dtype)
+
+        return jtu.tree_map(leaf, self.y0, self.y1, self.k0, self.k1)
+
+
+class DenseInterpolation(AbstractPath):
+    """Dense output of a whole solve: the local interpolants of every accepted step.
+
+    `ts` holds the step boundaries (padded with `inf` past the last step) and
+    `infos` the stacked `dense_info` of each step.
+    """
+
+    t0: RealScalarLike
+    t1: RealScalarLike
+    ts: Array
+    ts_size: Array
+    infos: PyTree[Array]
+    interpolation_cls: type[AbstractLocalInterpolation] = eqx.field(static=True)
+    direction: Array
+
+    def _local(self, t, left):
+        # Internal time runs forwards (tau = direction * t).
+        tau = t * self.direction
+        num_intervals = jnp.maximum(self.ts_size - 1, 1)
+        side = "left" if left else "right"
+        index = jnp.searchsorted(self.ts[1:], tau, side=side)
+        index = jnp.clip(index, 0, num_intervals - 1)
+        info = jtu.tree_map(lambda x: x[index], self.infos)
+        local = self.interpolation_cls(
+            t0=self.ts[index], t1=self.ts[index + 1], **info
+        )
+        return local, tau
+
+    def evaluate(self, t0, t1=None, left=True):
+        if t1 is not None:
+            return _increment(self, t0, t1, left)
+        local, tau = self._local(t0, left)
+        return local.evaluate(tau, left=left)
+
+    def derivative(self, t, left=True):
+        local, tau = self._local(t, left)
+        return jtu.tree_map(
+            lambda d: (d * self.direction).astype(d.dtype), local.derivative(tau, left)
+        )

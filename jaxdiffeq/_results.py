@@ -1,0 +1,121 @@
+"""Result codes of a solve: `RESULTS`, `is_successful`, `is_okay`."""
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Int
+
+_MESSAGES: list[tuple[str, str]] = [
+    ("successful", ""),
+    (
+        "max_steps_reached",
+        "The maximum number of solver steps was reached. Try increasing `max_steps`; "
+        "if the problem is stiff, an explicit solver needs very many steps, so use an "
+        "implicit solver instead.",
+    ),
+    (
+        "dt_min_reached",
+        "The step size fell below the minimum (`dtmin`, or too small to advance the "
+        "time at all). Common causes: the vector field returns NaN or inf, the "
+        "solution blows up in finite time, or the problem is stiff.",
+    ),
+    (
+        "event_occurred",
+        "The solve stopped because an event occurred.",
+    ),
+    (
+        "nonfinite_value",
+        "The solution became non-finite (NaN or inf) on an accepted step. Check the "
+        "vector field for NaN/inf output, or use an adaptive step-size controller "
+        "(`PIDController`), which rejects such steps.",
+    ),
+    (
+        "internal_error",
+        "An internal error occurred in jaxdiffeq. This is a bug: please report it "
+        "with a short example that reproduces it.",
+    ),
+]
+
+
+class RESULTS(eqx.Module):
+    """The outcome of a solve: a small integer code with a message.
+
+    Compare against the class attributes, for example
+    `sol.result == jaxdiffeq.RESULTS.successful` (an array of booleans under `vmap`).
+    `RESULTS.message(code)` gives the text of a concrete code.
+
+    Codes: `successful`, `max_steps_reached`, `dt_min_reached`, `event_occurred`,
+    `nonfinite_value`, `internal_error`.
+    """
+
+    _value: Int[ArrayLike, "..."]
+
+    successful: ClassVar["RESULTS"]
+    max_steps_reached: ClassVar["RESULTS"]
+    dt_min_reached: ClassVar["RESULTS"]
+    event_occurred: ClassVar["RESULTS"]
+    nonfinite_value: ClassVar["RESULTS"]
+    internal_error: ClassVar["RESULTS"]
+
+    def __eq__(self, other) -> Bool[Array, "..."]:  # pyright: ignore[reportIncompatibleMethodOverride]
+        if not isinstance(other, RESULTS):
+            return NotImplemented
+        return jnp.asarray(self._value) == jnp.asarray(other._value)
+
+    def __ne__(self, other) -> Bool[Array, "..."]:  # pyright: ignore[reportIncompatibleMethodOverride]
+        if not isinstance(other, RESULTS):
+            return NotImplemented
+        return jnp.asarray(self._value) != jnp.asarray(other._value)
+
+    @property
+    def value(self) -> Int[Array, "..."]:
+        """The integer code(s) as an array."""
+        return jnp.asarray(self._value)
+
+    @staticmethod
+    def where(pred: Bool[ArrayLike, "..."], a: "RESULTS", b: "RESULTS") -> "RESULTS":
+        """Elementwise choice between two results, like `jnp.where`."""
+        return RESULTS(jnp.where(pred, jnp.asarray(a._value), jnp.asarray(b._value)))
+
+    @staticmethod
+    def message(result: "RESULTS | int") -> str:
+        """The message of a concrete (not traced) result code."""
+        code = result._value if isinstance(result, RESULTS) else result
+        return _MESSAGES[int(np.asarray(code))][1]
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """The names of all codes, in code order."""
+        return tuple(name for name, _ in _MESSAGES)
+
+    def raise_if_failed(self, x):
+        """Return `x` unchanged, raising a runtime error (under `jit` too) if this
+        result is not `successful` or `event_occurred`."""
+        value = jnp.asarray(self._value)
+        for code, (name, message) in enumerate(_MESSAGES):
+            if name in ("successful", "event_occurred"):
+                continue
+            x = eqx.error_if(x, value == code, message)
+        return x
+
+
+for _code, (_name, _) in enumerate(_MESSAGES):
+    setattr(RESULTS, _name, RESULTS(np.int32(_code)))
+del _code, _name
+
+
+def is_successful(result: RESULTS) -> Bool[Array, "..."]:
+    """Whether the solve finished without failure and without an event."""
+    return result == RESULTS.successful
+
+
+def is_okay(result: RESULTS) -> Bool[Array, "..."]:
+    """Whether the solve finished without failure (an event counts as okay)."""
+    return is_successful(result) | (result == RESULTS.event_occurred)
+
+
+def update_result(old: RESULTS, new: RESULTS) -> RESULTS:
+    """Keep the first failure: `new` replaces `old` only while `old` is okay."""
+    return RESULTS.where(is_okay(old), new, old)

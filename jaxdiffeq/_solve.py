@@ -1,0 +1,440 @@
+"""`diffeqsolve`: validate and normalise the inputs, run the step loop, package the
+`Solution`."""
+
+import warnings
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.core
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import PyTree
+
+from . import _loop
+from ._controller.base import AbstractStepSizeController
+from ._controller.constant import ConstantStepSize
+from ._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from ._interpolation import DenseInterpolation
+from ._progress import AbstractProgressMeter, NoProgressMeter
+from ._results import RESULTS
+from ._saveat import SaveAt, SubSaveAt
+from ._solution import Solution
+from ._solver.base import AbstractSolver
+from ._term import AbstractTerm, _direct_terms
+
+
+class RecursiveCheckpointAdjoint(eqx.Module):
+    """The default adjoint (reverse-mode differentiation comes in a later release;
+    forward solves, `jax.jvp` and `jax.vmap` work now).
+
+    **Arguments:** `checkpoints`, the number of checkpoints (unused for now).
+    """
+
+    checkpoints: int | None = eqx.field(default=None, static=True)
+
+
+def _is_concrete(x) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
+
+
+def _check(pred, message: str, attach):
+    """Raise `ValueError(message)` now if `pred` is concrete and true; under tracing,
+    attach a runtime check to `attach` (raised as a `RuntimeError` when run)."""
+    if _is_concrete(pred):
+        if bool(np.any(np.asarray(pred))):
+            raise ValueError(message)
+        return attach
+    return eqx.error_if(attach, pred, message)
+
+
+def _is_term(x):
+    return isinstance(x, AbstractTerm)
+
+
+def _check_terms(terms, solver):
+    structure = solver.term_structure
+    if callable(terms) and not isinstance(terms, AbstractTerm):
+        raise TypeError(
+            "`terms` must be a term such as `ODETerm(vector_field)`, not a bare "
+            f"function; got {terms!r}."
+        )
+
+    def matches(spec, term):
+        if isinstance(spec, type):
+            return isinstance(term, spec)
+        return False
+
+    if isinstance(structure, type):
+        ok = isinstance(terms, structure)
+    else:
+        try:
+            ok = all(
+                jtu.tree_leaves(
+                    jtu.tree_map(matches, structure, terms, is_leaf=_is_term)
+                )
+            )
+        except ValueError:
+            ok = False
+    if not ok:
+        name = getattr(structure, "__name__", repr(structure))
+        raise TypeError(
+            f"`{type(solver).__name__}` expects terms of type `{name}` (e.g. "
+            f"`ODETerm(f)`, or `MultiTerm(...)` for a sum of terms); got "
+            f"{type(terms).__name__}: {terms!r}."
+        )
+
+
+def _normalise_y0(y0):
+    def fix(path, leaf):
+        where = f"y0{jtu.keystr(path)}"
+        if isinstance(leaf, (bool, np.bool_)):
+            raise TypeError(f"{where} is a bool; the state must be floating point.")
+        if isinstance(leaf, int):
+            raise TypeError(
+                f"{where} is the integer {leaf!r}; the state must be floating point "
+                f"(write {float(leaf)!r} or use `jnp.asarray(..., dtype=float)`)."
+            )
+        if isinstance(leaf, (float, complex)):
+            return jnp.asarray(leaf)
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+            raise TypeError(
+                f"{where} has type {type(leaf).__name__}; every leaf of `y0` must be a "
+                "floating-point array."
+            )
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise TypeError(
+                f"{where} has dtype {leaf.dtype}; the state must be floating point "
+                "(use `.astype(float)`)."
+            )
+        return jnp.asarray(leaf)
+
+    return jtu.tree_map_with_path(fix, y0)
+
+
+def _check_vector_field(terms, t0, y0, args):
+    """Trace one evaluation of `prod(vf, contr)` and compare it with `y0`."""
+    try:
+        out = jax.eval_shape(
+            lambda: terms.prod(terms.vf(t0, y0, args), terms.contr(t0, t0))
+        )
+    except Exception as e:  # re-raise with context, keeping the original
+        raise type(e)(
+            f"Evaluating the vector field at t0 failed: {e}"
+        ).with_traceback(e.__traceback__) from None
+    y_structure = jtu.tree_structure(y0)
+    out_structure = jtu.tree_structure(out)
+    if y_structure != out_structure:
+        raise ValueError(
+            "The vector field returns a PyTree of a different structure than `y0`:\n"
+            f"  y0:           {y_structure}\n  vector field: {out_structure}"
+        )
+    for (path, y), o in zip(
+        jtu.tree_flatten_with_path(y0)[0], jtu.tree_leaves(out)
+    ):
+        where = f"y0{jtu.keystr(path)}"
+        if o.shape != y.shape:
+            raise ValueError(
+                f"The vector field's output for {where} has shape {o.shape}, but the "
+                f"state has shape {y.shape}."
+            )
+        if o.dtype != y.dtype:
+            raise ValueError(
+                f"The vector field's output for {where} has dtype {o.dtype}, but the "
+                f"state has dtype {y.dtype}; make them agree (e.g. cast `y0`, or "
+                "the arrays in `args`)."
+            )
+
+
+def _time_dtype(t0, t1, dt0, subs):
+    timelikes = [t0, t1] + ([] if dt0 is None else [dt0])
+    for sub in subs:
+        if sub.ts is not None:
+            timelikes.append(sub.ts)
+    dtype = jnp.result_type(*timelikes)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    return dtype
+
+
+@eqx.filter_jit
+def _solve(
+    terms,
+    solver,
+    t0,
+    t1,
+    dt0,
+    y0,
+    args,
+    saveat: SaveAt,
+    stepsize_controller: AbstractStepSizeController,
+    max_steps,
+    throw,
+    progress_meter,
+    solver_state,
+    controller_state,
+    made_jump,
+):
+    subs, subs_treedef = jtu.tree_flatten(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
+    time_dtype = _time_dtype(t0, t1, dt0, subs)
+    t0 = jnp.asarray(t0, time_dtype)
+    t1 = jnp.asarray(t1, time_dtype)
+    if dt0 is not None:
+        dt0 = jnp.asarray(dt0, time_dtype)
+
+    direction = jnp.where(t0 <= t1, 1, -1).astype(time_dtype)
+    t0 = _check(~jnp.isfinite(t0) | ~jnp.isfinite(t1), "`t0` and `t1` must be finite.", t0)
+    if dt0 is not None:
+        t0 = _check(
+            (dt0 == 0) | jnp.isnan(dt0),
+            "`dt0` must be a non-zero number (got zero or NaN).",
+            t0,
+        )
+        t0 = _check(
+            (t0 != t1) & (dt0 * (t1 - t0) < 0),
+            "`dt0` points away from `t1`: its sign must be that of `t1 - t0`.",
+            t0,
+        )
+
+    # Everything below runs on the forward axis tau = direction * t.
+    tau0 = t0 * direction
+    tau1 = t1 * direction
+    terms_fwd = _direct_terms(terms, direction)
+    controller = stepsize_controller.wrap(direction)
+
+    subs_fwd = []
+    for sub in subs:
+        if sub.ts is not None:
+            ts = jnp.asarray(sub.ts, time_dtype) * direction
+            if ts.shape[0] > 0:
+                tau0 = _check(
+                    jnp.any(ts[1:] < ts[:-1]),
+                    "`SaveAt(ts=...)` must be sorted in the direction of integration.",
+                    tau0,
+                )
+                tau0 = _check(
+                    jnp.any((ts < tau0) | (ts > tau1)),
+                    "`SaveAt(ts=...)` must lie inside [t0, t1].",
+                    tau0,
+                )
+            sub = eqx.tree_at(lambda s: s.ts, sub, ts)
+        subs_fwd.append(sub)
+
+    error_order = solver.error_order(terms_fwd)
+    dt0_fwd = None if dt0 is None else dt0 * direction
+    tnext, new_controller_state = controller.init(
+        terms_fwd, tau0, tau1, y0, dt0_fwd, args, solver.func, error_order
+    )
+    if controller_state is None:
+        controller_state = new_controller_state
+    tnext = jnp.minimum(jnp.asarray(tnext, time_dtype), tau1)
+    if solver_state is None:
+        solver_state = solver.init(terms_fwd, tau0, tnext, y0, args)
+    if made_jump is None:
+        made_jump = jnp.asarray(False)
+
+    final = _loop.run(
+        terms=terms_fwd,
+        solver=solver,
+        controller=controller,
+        subs=subs_fwd,
+        dense=saveat.dense,
+        t0=tau0,
+        t1=tau1,
+        tnext=tnext,
+        y0=y0,
+        args=args,
+        direction=direction,
+        solver_state=solver_state,
+        controller_state=controller_state,
+        made_jump=made_jump,
+        max_steps=max_steps,
+        progress_meter=progress_meter,
+    )
+
+    result = RESULTS(final.result)
+    if saveat.subs is None:
+        ts = ys = None
+    else:
+        ts = jtu.tree_unflatten(subs_treedef, [s.ts for s in final.save_states])
+        ys = jtu.tree_unflatten(subs_treedef, [s.ys for s in final.save_states])
+    if saveat.dense:
+        interpolation = DenseInterpolation(
+            t0=t0,
+            t1=t1,
+            ts=final.dense_ts,
+            ts_size=final.num_accepted_steps + 1,
+            infos=final.dense_infos,
+            interpolation_cls=solver.interpolation_cls,
+            direction=direction,
+        )
+    else:
+        interpolation = None
+    stats = dict(
+        num_steps=final.num_steps,
+        num_accepted_steps=final.num_accepted_steps,
+        num_rejected_steps=final.num_rejected_steps,
+        max_steps=max_steps,
+    )
+    if throw:
+        ts, ys = result.raise_if_failed((ts, ys))
+    return Solution(
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        ys=ys,
+        interpolation=interpolation,
+        stats=stats,
+        result=result,
+        solver_state=final.solver_state if saveat.solver_state else None,
+        controller_state=final.controller_state if saveat.controller_state else None,
+        made_jump=final.made_jump if saveat.made_jump else None,
+    )
+
+
+def diffeqsolve(
+    terms: PyTree[AbstractTerm],
+    solver: AbstractSolver,
+    t0: RealScalarLike,
+    t1: RealScalarLike,
+    dt0: RealScalarLike | None,
+    y0: Y,
+    args: Args = None,
+    *,
+    saveat: SaveAt = SaveAt(t1=True),
+    stepsize_controller: AbstractStepSizeController = ConstantStepSize(),
+    adjoint: Any = RecursiveCheckpointAdjoint(),
+    event: Any = None,
+    max_steps: int | None = 4096,
+    throw: bool = True,
+    progress_meter: AbstractProgressMeter = NoProgressMeter(),
+    solver_state: PyTree | None = None,
+    controller_state: PyTree | None = None,
+    made_jump: BoolScalarLike | None = None,
+) -> Solution:
+    """Solve a differential equation from `t0` to `t1`.
+
+    **Arguments:**
+
+    - `terms`: the terms of the equation, e.g. `ODETerm(f)` for `dy/dt = f(t, y,
+      args)`.
+    - `solver`: the numerical method, e.g. `Tsit5()`.
+    - `t0`, `t1`: the interval. `t1 < t0` integrates backwards in time; `t0 == t1`
+      returns `y0` at every saved time.
+    - `dt0`: the first step size (its sign must be that of `t1 - t0`), or `None` to
+      let an adaptive controller choose it.
+    - `y0`: the initial state, any PyTree of floating-point arrays.
+    - `args`: passed to the vector field as its third argument.
+    - `saveat`: what to save (`SaveAt`); by default the state at `t1`.
+    - `stepsize_controller`: `ConstantStepSize()` (default), `PIDController`,
+      `StepTo`, `ClipStepSizeController`.
+    - `adjoint`: how to differentiate (reverse mode comes in a later release).
+    - `event`: not supported yet; must be `None`.
+    - `max_steps`: the most steps (accepted and rejected) to attempt; it also sizes
+      the buffers of `SaveAt(steps=True)` and `SaveAt(dense=True)`. `None` for no
+      bound (not allowed with those two).
+    - `throw`: raise an error if the solve fails; with `False` the failure is
+      reported in `Solution.result` instead (use this under `vmap`, where one
+      failing lane would otherwise raise for all).
+    - `progress_meter`: e.g. `TqdmProgressMeter()`.
+    - `solver_state`, `controller_state`, `made_jump`: resume from a previous
+      solve's final states (see `SaveAt(solver_state=True, ...)`).
+
+    **Returns:** a `Solution`.
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: -args * y)
+    sol = jd.diffeqsolve(term, jd.Tsit5(), t0=0.0, t1=1.0, dt0=0.1,
+                         y0=jnp.array([1.0, 2.0]), args=0.5,
+                         saveat=jd.SaveAt(ts=jnp.linspace(0.0, 1.0, 5)),
+                         stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8))
+    ```
+
+    The whole solve is compiled once (`equinox.filter_jit`); calling it again with
+    new array values reuses the compiled code. Pass arrays rather than Python
+    numbers for values that change between calls.
+    """
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(
+            f"`solver` must be a solver such as `Tsit5()`, got {solver!r}."
+        )
+    if not isinstance(saveat, SaveAt):
+        raise TypeError(f"`saveat` must be a `SaveAt`, got {saveat!r}.")
+    if not isinstance(stepsize_controller, AbstractStepSizeController):
+        raise TypeError(
+            "`stepsize_controller` must be a step-size controller such as "
+            f"`PIDController(rtol=1e-6, atol=1e-8)`, got {stepsize_controller!r}."
+        )
+    if event is not None:
+        raise NotImplementedError(
+            "Events are not supported yet; pass `event=None`."
+        )
+    if not isinstance(adjoint, RecursiveCheckpointAdjoint):
+        raise NotImplementedError(
+            f"`adjoint={adjoint!r}` is not supported yet; use the default "
+            "`RecursiveCheckpointAdjoint()`."
+        )
+    if not isinstance(progress_meter, AbstractProgressMeter):
+        raise TypeError(f"`progress_meter` must be a progress meter, got {progress_meter!r}.")
+    _check_terms(terms, solver)
+    if max_steps is not None and (
+        not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1
+    ):
+        raise ValueError(f"`max_steps` must be a positive int or None, got {max_steps!r}.")
+    subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
+    if max_steps is None and (saveat.dense or any(sub.steps for sub in subs)):
+        raise ValueError(
+            "`max_steps=None` cannot be used with `SaveAt(steps=...)` or "
+            "`SaveAt(dense=True)`: their buffers are sized by `max_steps`. Pass an int."
+        )
+    if dt0 is None and isinstance(stepsize_controller, ConstantStepSize):
+        raise ValueError(
+            "`dt0=None` needs an adaptive step-size controller, e.g. "
+            "`stepsize_controller=PIDController(rtol=1e-6, atol=1e-8)`; with "
+            "`ConstantStepSize` pass the step size as `dt0`."
+        )
+    y0 = _normalise_y0(y0)
+    # Python scalars become arrays, so that new values do not trigger a recompile.
+    t0 = jnp.asarray(t0) if isinstance(t0, (int, float)) else t0
+    t1 = jnp.asarray(t1) if isinstance(t1, (int, float)) else t1
+    dt0 = jnp.asarray(dt0) if isinstance(dt0, (int, float)) else dt0
+    if dt0 is not None and _is_concrete((dt0, t0, t1)):
+        dt0_, t0_, t1_ = (np.asarray(x) for x in (dt0, t0, t1))
+        if dt0_ == 0 or np.isnan(dt0_):
+            raise ValueError("`dt0` must be a non-zero number (got zero or NaN).")
+        if t0_ != t1_ and dt0_ * (t1_ - t0_) < 0:
+            raise ValueError(
+                "`dt0` points away from `t1`: its sign must be that of `t1 - t0`."
+            )
+    for sub in subs:
+        if sub.ts is not None and _is_concrete((sub.ts, t0, t1)) and sub.ts.size:
+            ts_, t0_, t1_ = (np.asarray(x) for x in (sub.ts, t0, t1))
+            sign = 1 if t1_ >= t0_ else -1
+            if np.any(np.diff(ts_) * sign < 0):
+                raise ValueError(
+                    "`SaveAt(ts=...)` must be sorted in the direction of integration."
+                )
+            if np.any((ts_ - t0_) * sign < 0) or np.any((t1_ - ts_) * sign < 0):
+                raise ValueError("`SaveAt(ts=...)` must lie inside [t0, t1].")
+    _check_vector_field(_direct_terms(terms, jnp.asarray(1.0)), t0, y0, args)
+    with warnings.catch_warnings():
+        return _solve(
+            terms,
+            solver,
+            t0,
+            t1,
+            dt0,
+            y0,
+            args,
+            saveat,
+            stepsize_controller,
+            max_steps,
+            throw,
+            progress_meter,
+            solver_state,
+            controller_state,
+            made_jump,
+        )

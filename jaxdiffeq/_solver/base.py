@@ -1,0 +1,124 @@
+"""The solver interface: `AbstractSolver` and its capability markers."""
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+from jaxtyping import PyTree
+
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
+from .._interpolation import AbstractLocalInterpolation
+from .._results import RESULTS
+from .._term import AbstractTerm
+
+SolverState = PyTree[Any]
+
+
+class AbstractSolver(eqx.Module):
+    """A numerical method that advances a differential equation by one step.
+
+    Subclass it to write a new method. The contract:
+
+    - `term_structure`: the PyTree of term types the solver accepts (e.g.
+      `AbstractTerm` for any single term); `diffeqsolve` checks the terms against it.
+    - `interpolation_cls(t0=, t1=, **dense_info)`: builds the step's interpolant.
+    - `init(terms, t0, t1, y0, args) -> solver_state`: state carried between steps
+      (e.g. the first-same-as-last stage); `None` when there is none.
+    - `step(terms, t0, t1, y0, args, solver_state, made_jump)` returns
+      `(y1, y_error, dense_info, solver_state, result)`: the state at `t1`, an
+      estimate of the local error (`None` if the method has none), the information
+      for `interpolation_cls`, the new solver state and a `RESULTS` code.
+      `made_jump` is `True` when the vector field may be discontinuous at `t0`, so
+      that cached evaluations must not be reused.
+    - `func(terms, t0, y0, args)`: the vector field, used e.g. to choose the
+      first step size.
+
+    Manual stepping:
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: -y)
+    solver = jd.Tsit5()
+    y, t, dt = jnp.array(1.0), 0.0, 0.1
+    state = solver.init(term, t, t + dt, y, None)
+    for _ in range(10):
+        y, y_error, dense_info, state, result = solver.step(
+            term, t, t + dt, y, None, state, made_jump=False
+        )
+        t += dt
+    ```
+    """
+
+    term_structure: ClassVar[Any]
+    interpolation_cls: ClassVar[Callable[..., AbstractLocalInterpolation]]
+
+    def order(self, terms: PyTree[AbstractTerm]) -> int | None:
+        """The order of convergence on ODEs (`None` if not meaningful)."""
+        del terms
+        return None
+
+    def strong_order(self, terms: PyTree[AbstractTerm]) -> float | None:
+        """The strong order of convergence on SDEs (`None` if not meaningful)."""
+        del terms
+        return None
+
+    def error_order(self, terms: PyTree[AbstractTerm]) -> float | None:
+        """The order of the local error estimate, used by adaptive step-size control:
+        the order plus one for ODEs."""
+        order = self.order(terms)
+        return None if order is None else order + 1
+
+    @abc.abstractmethod
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> SolverState:
+        """The initial solver state."""
+
+    @abc.abstractmethod
+    def step(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y | None, DenseInfo, SolverState, RESULTS]:
+        """Advance from `t0` to `t1`; see the class docstring for the contract."""
+
+    @abc.abstractmethod
+    def func(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> VF:
+        """The vector field of `terms` at `(t0, y0)`."""
+
+
+class AbstractAdaptiveSolver(AbstractSolver):
+    """Marker: `step` returns a local error estimate, so the solver can be used with
+    adaptive step-size controllers."""
+
+
+class AbstractItoSolver(AbstractSolver):
+    """Marker: converges to the Itô solution of an SDE."""
+
+
+class AbstractStratonovichSolver(AbstractSolver):
+    """Marker: converges to the Stratonovich solution of an SDE."""
+
+
+class AbstractImplicitSolver(AbstractSolver):
+    """Marker: each step solves a nonlinear system (for stiff problems)."""
+
+
+class AbstractWrappedSolver(AbstractSolver):
+    """A solver that wraps another one, e.g. `HalfSolver(Euler())`."""
+
+    solver: eqx.AbstractVar[AbstractSolver]

@@ -1,0 +1,43 @@
+"""Heun's method."""
+
+from typing import ClassVar
+
+import numpy as np
+
+from .._interpolation import ThirdOrderHermitePolynomialInterpolation
+from .runge_kutta import AbstractRungeKutta, ButcherTableau
+
+# Coefficients: the standard two-stage tableau; the error estimate compares with
+# the embedded explicit Euler step (first order).
+_tableau = ButcherTableau(
+    c=np.array([1.0]),
+    a_lower=(np.array([1.0]),),
+    b_sol=np.array([0.5, 0.5]),
+    b_error=np.array([0.5, -0.5]),
+)
+
+
+class Heun(AbstractRungeKutta):
+    """Heun's method: an Euler predictor, then a trapezoidal corrector.
+
+    Second order, two stages, not FSAL; embedded first-order (Euler) error estimate,
+    so it works with adaptive step sizes. Cubic Hermite interpolation for dense
+    output (using the first and last stages). Non-stiff problems only.
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    term = jd.ODETerm(lambda t, y, args: -y)
+    sol = jd.diffeqsolve(term, jd.Heun(), 0.0, 1.0, 0.05, jnp.array(1.0))
+    ```
+
+    Use it for cheap, low-accuracy solves; for tolerances below about 1e-4 a
+    higher-order method (`Tsit5`) is far cheaper.
+    """
+
+    tableau: ClassVar[ButcherTableau] = _tableau
+    interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
+
+    def order(self, terms):
+        del terms
+        return 2

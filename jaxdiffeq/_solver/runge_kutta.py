@@ -1,0 +1,203 @@
+"""Explicit Runge–Kutta methods driven by a Butcher tableau.
+
+One implementation serves every explicit method: the stages are computed in a
+`lax.scan` over the rows of the tableau, so the user's vector field is traced once
+whatever the number of stages (compile time is a budget). The stage increments
+`k_i = prod(vf(t0 + c_i h, y_i), control)` are kept in a `(stages, *y)` buffer that
+the scan writes in place.
+"""
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from .._results import RESULTS
+from .._term import AbstractTerm
+from .base import AbstractAdaptiveSolver
+
+
+class ButcherTableau(eqx.Module):
+    """The coefficients of an explicit Runge–Kutta method.
+
+    With stages `k_1 .. k_s`:
+
+    ```
+    k_1 = h f(t0 + c1 h, y0)
+    k_i = h f(t0 + c[i-2] h, y0 + sum_j a_lower[i-2][j] k_j)     i = 2 .. s
+    y1  = y0 + sum_i b_sol[i] k_i
+    err =      sum_i b_error[i] k_i       (solution minus embedded solution)
+    ```
+
+    **Arguments:** `c` (length `s - 1`: the nodes of stages 2 .. s), `b_sol`
+    (length `s`), `b_error` (length `s`, or `None` for a method without an error
+    estimate), `a_lower` (a tuple whose entry `i` has length `i + 1`), and `c1` (the
+    node of the first stage, normally 0). `a_diagonal` and `a_predictor` are the
+    fields of diagonally implicit methods; only `None` is supported here.
+
+    The tableau is checked on construction: each row of `a` sums to its node,
+    `b_sol` sums to 1 and `b_error` sums to 0.
+    """
+
+    c: np.ndarray
+    b_sol: np.ndarray
+    b_error: np.ndarray | None
+    a_lower: tuple[np.ndarray, ...]
+    a_diagonal: np.ndarray | None = None
+    a_predictor: tuple[np.ndarray, ...] | None = None
+    c1: float = 0.0
+
+    def __check_init__(self):
+        s = len(self.b_sol)
+        if len(self.c) != s - 1 or len(self.a_lower) != s - 1:
+            raise ValueError(
+                f"A tableau with {s} stages needs `c` and `a_lower` of length {s - 1}; "
+                f"got {len(self.c)} and {len(self.a_lower)}."
+            )
+        for i, (row, node) in enumerate(zip(self.a_lower, self.c)):
+            if len(row) != i + 1:
+                raise ValueError(f"`a_lower[{i}]` must have length {i + 1}.")
+            if not np.allclose(np.sum(row), node, rtol=1e-10, atol=1e-12):
+                raise ValueError(
+                    f"Row {i} of `a_lower` sums to {np.sum(row)}, but its node `c[{i}]` "
+                    f"is {node}; the rows of `a` must sum to `c`."
+                )
+        if not np.isclose(np.sum(self.b_sol), 1.0, rtol=1e-10):
+            raise ValueError(f"`b_sol` must sum to 1, got {np.sum(self.b_sol)}.")
+        if self.b_error is not None:
+            if len(self.b_error) != s:
+                raise ValueError(f"`b_error` must have length {s}.")
+            if not np.isclose(np.sum(self.b_error), 0.0, atol=1e-10):
+                raise ValueError(f"`b_error` must sum to 0, got {np.sum(self.b_error)}.")
+        if self.a_diagonal is not None or self.a_predictor is not None:
+            raise NotImplementedError(
+                "Implicit tableaux (`a_diagonal`, `a_predictor`) are not supported yet; "
+                "use an explicit tableau."
+            )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.b_sol)
+
+    @property
+    def fsal(self) -> bool:
+        """First same as last: the last stage is evaluated at `(t1, y1)`, so it is
+        the next step's first stage."""
+        return (
+            self.num_stages > 1
+            and self.c1 == 0
+            and float(self.c[-1]) == 1.0
+            and float(self.b_sol[-1]) == 0.0
+            and np.allclose(self.a_lower[-1], self.b_sol[:-1], rtol=0, atol=1e-15)
+        )
+
+    def a_matrix(self) -> np.ndarray:
+        """The strictly lower-triangular `(s, s)` matrix of stage coefficients."""
+        s = self.num_stages
+        a = np.zeros((s, s))
+        for i, row in enumerate(self.a_lower):
+            a[i + 1, : i + 1] = row
+        return a
+
+    def nodes(self) -> np.ndarray:
+        """All `s` nodes, `c1` first."""
+        return np.concatenate([[self.c1], np.asarray(self.c, dtype=float)])
+
+
+def _weighted_sum(weights: np.ndarray, k):
+    """`sum_i weights[i] * k[i]` over the leading (stage) axis of every leaf."""
+    return jtu.tree_map(
+        lambda x: jnp.tensordot(jnp.asarray(weights, dtype=x.dtype), x, axes=1), k
+    )
+
+
+class AbstractRungeKutta(AbstractAdaptiveSolver):
+    """An explicit Runge–Kutta method defined by its class variable `tableau`.
+
+    A new method is a subclass that sets `tableau`, `interpolation_cls` and
+    `order`; see `Bosh3` for a complete example.
+    """
+
+    tableau: ClassVar[ButcherTableau]
+    term_structure: ClassVar = AbstractTerm
+
+    def init(self, terms, t0, t1, y0, args):
+        del t1
+        if self.tableau.fsal:
+            return terms.vf(t0, y0, args)
+        return None
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        tableau = self.tableau
+        if tableau.b_error is None:
+            raise ValueError("`AbstractRungeKutta` needs an embedded error estimate.")
+        fsal = tableau.fsal
+        s = tableau.num_stages
+        control = terms.contr(t0, t1)
+        h = t1 - t0
+        nodes = tableau.nodes()
+        a = tableau.a_matrix()
+
+        dtype_of = jtu.tree_map(lambda x: x.dtype, y0)
+        k = jtu.tree_map(lambda x: jnp.zeros((s, *x.shape), x.dtype), y0)
+
+        if fsal:
+            if made_jump is False:
+                f0 = solver_state
+            else:
+                f0 = lax.cond(
+                    made_jump,
+                    lambda: terms.vf(t0, y0, args),
+                    lambda: solver_state,
+                )
+            k0 = terms.prod(f0, control)
+            k = jtu.tree_map(lambda buf, x: buf.at[0].set(x), k, k0)
+            first = 1
+            vf_init = f0
+        else:
+            first = 0
+            vf_init = None
+
+        def stage(carry, xs):
+            k, _ = carry
+            i, a_row, node = xs
+            y_i = jtu.tree_map(
+                lambda y, kk: (y + jnp.tensordot(a_row.astype(kk.dtype), kk, axes=1)),
+                y0,
+                k,
+            )
+            vf = terms.vf(t0 + node * h, y_i, args)
+            k_i = terms.prod(vf, control)
+            k = jtu.tree_map(
+                lambda buf, x, dt: lax.dynamic_update_index_in_dim(
+                    buf, x.astype(dt), i, 0
+                ),
+                k,
+                k_i,
+                dtype_of,
+            )
+            return (k, vf), None
+
+        if vf_init is None:
+            vf_init = jax.eval_shape(lambda: terms.vf(t0, y0, args))
+            vf_init = jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), vf_init)
+        time_dtype = jnp.result_type(h)
+        xs = (
+            jnp.arange(first, s),
+            jnp.asarray(a[first:]),
+            jnp.asarray(nodes[first:], dtype=time_dtype),
+        )
+        (k, vf_last), _ = lax.scan(stage, (k, vf_init), xs)
+
+        y1 = jtu.tree_map(lambda y, d: y + d, y0, _weighted_sum(tableau.b_sol, k))
+        y_error = _weighted_sum(tableau.b_error, k)
+        dense_info = dict(y0=y0, y1=y1, k=k)
+        new_state = vf_last if fsal else None
+        return y1, y_error, dense_info, new_state, RESULTS.successful
