@@ -65,10 +65,12 @@ class AbstractSolver(eqx.Module):
         return None
 
     def error_order(self, terms: PyTree[AbstractTerm]) -> float | None:
-        """The order of the local error estimate, used by adaptive step-size control:
-        the order plus one for ODEs."""
-        order = self.order(terms)
-        return None if order is None else order + 1
+        """The exponent `k` used by adaptive step-size control (`h ∝ error^(-1/k)`).
+
+        For an embedded pair of orders `p(p-1)` the error estimate is that of the
+        lower-order method, whose local error is `O(h^p)`: so `k = p`, the order.
+        """
+        return self.order(terms)
 
     @abc.abstractmethod
     def init(

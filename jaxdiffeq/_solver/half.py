@@ -45,7 +45,10 @@ class HalfSolver(AbstractAdaptiveSolver, AbstractWrappedSolver):
         return self.solver.strong_order(terms)
 
     def error_order(self, terms):
-        return self.solver.error_order(terms)
+        # The step-doubling estimate is the local error of the method itself,
+        # O(h^(p+1)); not the embedded-pair exponent of the wrapped solver.
+        order = self.solver.order(terms)
+        return None if order is None else order + 1
 
     def init(self, terms, t0, t1, y0, args):
         return self.solver.init(terms, t0, t1, y0, args)
