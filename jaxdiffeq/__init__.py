@@ -13,13 +13,13 @@ from ._controller.clip import ClipStepSizeController as ClipStepSizeController
 from ._controller.constant import ConstantStepSize as ConstantStepSize, StepTo as StepTo
 from ._controller.pid import PIDController as PIDController
 from ._custom_types import (
+    VF as VF,
     Args as Args,
     BoolScalarLike as BoolScalarLike,
     DenseInfo as DenseInfo,
     FloatScalarLike as FloatScalarLike,
     IntScalarLike as IntScalarLike,
     RealScalarLike as RealScalarLike,
-    VF as VF,
     Y as Y,
 )
 from ._interpolation import (

@@ -29,9 +29,9 @@ class AbstractPath(eqx.Module):
 
     def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
         """The time derivative at `t` (by forward-mode autodiff unless overridden)."""
-        return jax.jvp(lambda s: self.evaluate(s, left=left), (t,), (jnp.ones_like(t),))[
-            1
-        ]
+        return jax.jvp(
+            lambda s: self.evaluate(s, left=left), (t,), (jnp.ones_like(t),)
+        )[1]
 
 
 class AbstractLocalInterpolation(AbstractPath):
@@ -76,7 +76,9 @@ class LocalLinearInterpolation(AbstractLocalInterpolation):
     def derivative(self, t, left=True):
         del t, left
         dt = self.t1 - self.t0
-        return jtu.tree_map(lambda a, b: ((b - a) / dt).astype(a.dtype), self.y0, self.y1)
+        return jtu.tree_map(
+            lambda a, b: ((b - a) / dt).astype(a.dtype), self.y0, self.y1
+        )
 
 
 class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
@@ -145,9 +147,7 @@ class DenseInterpolation(AbstractPath):
         index = jnp.searchsorted(self.ts[1:], tau, side=side)
         index = jnp.clip(index, 0, num_intervals - 1)
         info = jtu.tree_map(lambda x: x[index], self.infos)
-        local = self.interpolation_cls(
-            t0=self.ts[index], t1=self.ts[index + 1], **info
-        )
+        local = self.interpolation_cls(t0=self.ts[index], t1=self.ts[index + 1], **info)
         return local, tau
 
     def evaluate(self, t0, t1=None, left=True):

@@ -1,18 +1,26 @@
-"""The step loop: one `while_loop` over steps, outputs written in place.
+"""The step loop: a loop over steps, outputs written in place.
 
-One iteration attempts a step (`solver.step`), lets the controller accept or reject
-it (`controller.adapt_step_size`), and writes the outputs that fall inside an
-accepted step. Everything here works on the forward time axis `tau = direction *
-t`; `diffeqsolve` maps times in and out.
+One step attempts a step (`solver.step`) and lets the controller accept or reject it
+(`controller.adapt_step_size`); the outputs that fall inside an accepted step are
+then written to preallocated buffers. Everything here works on the forward time
+axis `tau = direction * t`; `diffeqsolve` maps times in and out.
 
 Why it looks the way it does (see DESIGN.md, facts 1–4):
 
 - Outputs at `SaveAt(ts)` are interpolated inside the step where they fall (output
   `s` belongs to step `[t_k, t_{k+1}]` iff `t_k < s <= t_{k+1}`), by a short inner
-  loop, rather than looping over output times.
-- Under `vmap` the loop predicate is reduced across the batch (`any_lane`) and the
-  body masks its own updates (`lane_mask`); there is no `select` over the output
+  loop over the few outputs of that step, rather than looping over output times.
+- Under `vmap` every loop predicate is reduced across the batch (`any_lane`) and the
+  bodies mask their own updates (`lane_mask`): there is no `select` over the output
   buffers, which are written in place with `dynamic_update_slice`.
+- Steps run in an inner loop whose carry holds only the small per-step state; it
+  exits after any step that has something to write (in any lane), and the outer
+  loop writes the outputs and re-enters it. Lanes never wait for each other: an
+  exit only pauses stepping for one write. The split matters for speed on CPU:
+  XLA compiles a loop whose carry is small (about 1 kB) into a single kernel, and
+  runs a sequence of operations without scheduling overhead only when none of
+  them touches a large buffer; keeping the output buffers out of the stepping loop
+  makes small problems several times faster.
 """
 
 from typing import Any
@@ -40,14 +48,12 @@ def _masked_write(buffer, index, value, pred):
     """`buffer[index] = value` where `pred`, else leave it: a gather, a select of
     one row and an in-place `dynamic_update_slice`."""
     old = lax.dynamic_index_in_dim(buffer, index, 0, keepdims=False)
-    new = jnp.where(pred, value.astype(buffer.dtype), old)
+    new = jnp.where(pred, jnp.asarray(value).astype(buffer.dtype), old)
     return lax.dynamic_update_index_in_dim(buffer, new, index, 0)
 
 
 def _tree_masked_write(buffers, index, values, pred):
-    return jtu.tree_map(
-        lambda b, v: _masked_write(b, index, v, pred), buffers, values
-    )
+    return jtu.tree_map(lambda b, v: _masked_write(b, index, v, pred), buffers, values)
 
 
 class SaveState(eqx.Module):
@@ -55,7 +61,6 @@ class SaveState(eqx.Module):
 
     ts: Array
     ys: PyTree[Array]
-    ts_index: Array  # next entry of SaveAt.ts to write
 
 
 class _Layout(eqx.Module):
@@ -83,7 +88,9 @@ def layout(sub: SubSaveAt, max_steps: int | None) -> _Layout:
     return _Layout(num_ts, num_steps, offset_ts, offset_steps, offset_t1, size)
 
 
-class State(eqx.Module):
+class StepState(eqx.Module):
+    """The small per-step state carried by the stepping loop."""
+
     y: PyTree[Array]
     tprev: Array
     tnext: Array
@@ -94,14 +101,25 @@ class State(eqx.Module):
     num_steps: Array
     num_accepted_steps: Array
     num_rejected_steps: Array
-    save_states: list[SaveState]
-    dense_ts: Array | None
-    dense_infos: PyTree[Array] | None
+    ts_indices: list[Array]  # per SubSaveAt: next entry of its `ts` to write
     progress_state: Any
 
 
-def _is_subsaveat(x):
-    return isinstance(x, SubSaveAt)
+class LastStep(eqx.Module):
+    """What the output writes need from the last attempted step."""
+
+    tprev: Array
+    tnext: Array
+    y1: PyTree[Array]
+    dense_info: PyTree[Array]
+    write: Array  # the step was accepted and has outputs to write
+
+
+class State(eqx.Module):
+    step: StepState
+    save_states: list[SaveState]
+    dense_ts: Array | None
+    dense_infos: PyTree[Array] | None
 
 
 def run(
@@ -130,76 +148,81 @@ def run(
     can_jump = controller.can_jump()
     interpolation_cls = solver.interpolation_cls
     layouts = [layout(sub, max_steps) for sub in subs]
+    writes_every_step = dense or any(sub.steps for sub in subs)
+    use_progress = not isinstance(progress_meter, NoProgressMeter)
     # Steps ending within ~100 ulp of t1 are stretched to t1, so that no tiny
     # (numerically meaningless) last step is taken.
     ulp = jnp.abs(jnp.nextafter(t1, jnp.asarray(jnp.inf, time_dtype)) - t1)
     t1_floor = t1 - 100 * ulp
 
-    def fn_shape(sub):
-        return jax.eval_shape(lambda: sub.fn(t0 * direction, y0, args))
-
-    def init_save_state(sub, lay):
-        out = fn_shape(sub)
-        ys = jtu.tree_map(
-            lambda o: jnp.full((lay.size, *o.shape), jnp.inf, o.dtype), out
-        )
-        ts = jnp.full((lay.size,), jnp.inf, time_dtype)
-        return SaveState(ts=ts, ys=ys, ts_index=jnp.asarray(0, jnp.int32))
-
     def write_row(sub, save_state, row, t, y, pred):
         out = sub.fn(t * direction, y, args)
         ys = _tree_masked_write(save_state.ys, row, out, pred)
         ts = _masked_write(save_state.ts, row, t * direction, pred)
-        return eqx.tree_at(lambda s: (s.ts, s.ys), save_state, (ts, ys))
+        return SaveState(ts=ts, ys=ys)
 
-    def save_ts(sub, lay, save_state, interpolation, tnext, y1, pred_step):
-        """Write every `SaveAt.ts` output in `(tprev, tnext]` (inner loop)."""
+    def ts_pending(sub, lay, ts_index, tnext):
+        """Whether the next `SaveAt.ts` output lies at or before `tnext`."""
         if sub.ts is None:
-            return save_state
-        ts = sub.ts
+            return jnp.asarray(False)
+        index = jnp.minimum(ts_index, lay.num_ts - 1)
+        return (ts_index < lay.num_ts) & (sub.ts[index] <= tnext)
 
-        def pending(s):
-            index = jnp.minimum(s.ts_index, lay.num_ts - 1)
-            return pred_step & (s.ts_index < lay.num_ts) & (ts[index] <= tnext)
+    def save_ts(sub, lay, save_state, ts_index, interpolation, tnext, y1, pred_step):
+        """Write every `SaveAt.ts` output in `(tprev, tnext]` (a short loop)."""
+        if sub.ts is None:
+            return save_state, ts_index
 
-        def body(s):
-            pred = lane_mask(pending(s))
-            index = jnp.minimum(s.ts_index, lay.num_ts - 1)
-            t = ts[index]
+        def pending(carry):
+            return pred_step & ts_pending(sub, lay, carry[1], tnext)
+
+        def body(carry):
+            s, index = carry
+            pred = lane_mask(pending(carry))
+            t = sub.ts[jnp.minimum(index, lay.num_ts - 1)]
             y_t = interpolation.evaluate(t)
             # At the end of the step use the step's own value, not the interpolant
             # (exact, and no rounding from the polynomial).
             y_t = _tree_where(t == tnext, y1, y_t)
             s = write_row(sub, s, lay.offset_ts + index, t, y_t, pred)
-            return eqx.tree_at(lambda x: x.ts_index, s, s.ts_index + pred)
+            return s, index + pred
 
-        return while_loop(lambda s: any_lane(pending(s)), body, save_state)
+        return while_loop(lambda c: any_lane(pending(c)), body, (save_state, ts_index))
 
     # Initial outputs: t0, and any `ts` equal to t0 (no step contains them).
     save_states = []
+    ts_indices = []
+    constant = LocalLinearInterpolation(t0=t0, t1=t0, y0=y0, y1=y0)
     for sub, lay in zip(subs, layouts):
-        s = init_save_state(sub, lay)
+        out = jax.eval_shape(lambda sub=sub: sub.fn(t0 * direction, y0, args))
+        s = SaveState(
+            ts=jnp.full((lay.size,), jnp.inf, time_dtype),
+            ys=jtu.tree_map(
+                lambda o, n=lay.size: jnp.full((n, *o.shape), jnp.inf, o.dtype), out
+            ),
+        )
         if sub.t0:
             s = write_row(sub, s, 0, t0, y0, True)
-        constant = LocalLinearInterpolation(t0=t0, t1=t0, y0=y0, y1=y0)
-        s = save_ts(sub, lay, s, constant, t0, y0, True)
+        s, index = save_ts(
+            sub, lay, s, jnp.asarray(0, jnp.int32), constant, t0, y0, True
+        )
         save_states.append(s)
+        ts_indices.append(index)
 
+    info_shape = jax.eval_shape(
+        lambda: solver.step(terms, t0, tnext, y0, args, solver_state, made_jump)[2]
+    )
     if dense:
         assert max_steps is not None
         dense_ts = jnp.full((max_steps + 1,), jnp.inf, time_dtype).at[0].set(t0)
-        info_shape = jax.eval_shape(
-            lambda: solver.step(terms, t0, tnext, y0, args, solver_state, made_jump)[2]
-        )
         dense_infos = jtu.tree_map(
             lambda x: jnp.zeros((max_steps, *x.shape), x.dtype), info_shape
         )
     else:
         dense_ts = dense_infos = None
 
-    use_progress = not isinstance(progress_meter, NoProgressMeter)
     int_zero = jnp.asarray(0, jnp.int32)
-    init_state = State(
+    init_step = StepState(
         y=y0,
         tprev=t0,
         tnext=tnext,
@@ -210,32 +233,35 @@ def run(
         num_steps=int_zero,
         num_accepted_steps=int_zero,
         num_rejected_steps=int_zero,
-        save_states=save_states,
-        dense_ts=dense_ts,
-        dense_infos=dense_infos,
+        ts_indices=ts_indices,
         progress_state=progress_meter.init() if use_progress else None,
     )
+    init_last = LastStep(
+        tprev=t0,
+        tnext=t0,
+        y1=y0,
+        dense_info=jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), info_shape),
+        write=jnp.asarray(False),
+    )
 
-    def unfinished(state):
-        pred = (state.tprev < t1) & (state.result == RESULTS.successful.value)
+    def unfinished(step: StepState):
+        pred = (step.tprev < t1) & (step.result == RESULTS.successful.value)
         if max_steps is not None:
-            pred = pred & (state.num_steps < max_steps)
+            pred = pred & (step.num_steps < max_steps)
         return pred
 
-    def cond_fun(state):
-        return any_lane(unfinished(state))
-
-    def body_fun(state):
-        active = lane_mask(unfinished(state))
-        step_made_jump = state.made_jump if can_jump else False
+    def attempt_step(step: StepState) -> tuple[StepState, LastStep]:
+        """Attempt one step, let the controller decide on it, and update the small
+        state (masked, for lanes that have finished)."""
+        active = lane_mask(unfinished(step))
         y1, y_error, dense_info, new_solver_state, solver_result = solver.step(
             terms,
-            state.tprev,
-            state.tnext,
-            state.y,
+            step.tprev,
+            step.tnext,
+            step.y,
             args,
-            state.solver_state,
-            step_made_jump,
+            step.solver_state,
+            step.made_jump if can_jump else False,
         )
         (
             keep_step,
@@ -245,14 +271,14 @@ def run(
             new_controller_state,
             controller_result,
         ) = controller.adapt_step_size(
-            state.tprev,
-            state.tnext,
-            state.y,
+            step.tprev,
+            step.tnext,
+            step.y,
             y1,
             args,
             y_error,
             error_order,
-            state.controller_state,
+            step.controller_state,
         )
         keep_step = jnp.asarray(keep_step)
         next_tprev = jnp.minimum(next_tprev, t1)
@@ -263,103 +289,148 @@ def run(
             next_tnext,
         )
 
-        result = state.result
+        result = step.result
         for code in (solver_result, controller_result):
             if isinstance(code, RESULTS):
                 code = code.value
             result = jnp.where(result == 0, code, result)
-        finite = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y1)])
-        ) if jtu.tree_leaves(y1) else jnp.asarray(True)
+        leaves = jtu.tree_leaves(y1)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
         result = jnp.where(
             (result == 0) & keep_step & ~finite, RESULTS.nonfinite_value.value, result
         )
+        # No progress possible (the step size underflowed, e.g. after repeated NaN
+        # errors): stop with a failure instead of spinning until max_steps.
         stuck = (next_tnext <= next_tprev) & (next_tprev < t1)
-        result = jnp.where(
-            (result == 0) & stuck, RESULTS.dt_min_reached.value, result
-        )
+        result = jnp.where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
 
         accept = active & keep_step & (result == 0)
-        num_accepted = state.num_accepted_steps + accept
-        new_save_states = []
+        if use_progress:
+            fraction = jnp.where(t1 > t0, (next_tprev - t0) / (t1 - t0), 1.0)
+            progress_state = progress_meter.step(step.progress_state, fraction)
+        else:
+            progress_state = None
+        new_step = StepState(
+            y=_tree_where(accept, y1, step.y),
+            tprev=jnp.where(active, next_tprev, step.tprev),
+            tnext=jnp.where(active, next_tnext, step.tnext),
+            made_jump=jnp.where(active, next_made_jump, step.made_jump)
+            if can_jump
+            else None,
+            solver_state=_tree_where(accept, new_solver_state, step.solver_state),
+            controller_state=_tree_where(
+                active, new_controller_state, step.controller_state
+            ),
+            result=jnp.where(active, result, step.result),
+            num_steps=step.num_steps + active,
+            num_accepted_steps=step.num_accepted_steps + accept,
+            num_rejected_steps=step.num_rejected_steps + (active & ~keep_step),
+            ts_indices=step.ts_indices,
+            progress_state=progress_state,
+        )
+        if writes_every_step:
+            write = accept
+        else:
+            pending = [
+                ts_pending(sub, lay, index, step.tnext)
+                for sub, lay, index in zip(subs, layouts, step.ts_indices)
+            ]
+            write = accept & jnp.any(jnp.stack(pending)) if pending else False
+        last = LastStep(
+            tprev=step.tprev,
+            tnext=step.tnext,
+            y1=y1,
+            dense_info=dense_info,
+            write=jnp.asarray(write),
+        )
+        return new_step, last
+
+    def step_until_write(step: StepState, last: LastStep):
+        """Step until some lane has outputs to write, or every lane is done."""
+
+        def cond(carry):
+            step, last = carry
+            return any_lane(unfinished(step)) & ~any_lane(last.write)
+
+        def body(carry):
+            step, _ = carry
+            return attempt_step(step)
+
+        return while_loop(cond, body, (step, last))
+
+    def write_outputs(state: State, last: LastStep) -> State:
+        step = state.step
+        write = last.write
         if any(sub.ts is not None for sub in subs):
             interpolation = interpolation_cls(
-                t0=state.tprev, t1=state.tnext, **dense_info
+                t0=last.tprev, t1=last.tnext, **last.dense_info
             )
         else:
             interpolation = None
-        for sub, lay, s in zip(subs, layouts, state.save_states):
-            s = save_ts(sub, lay, s, interpolation, state.tnext, y1, accept)
+        save_states = []
+        ts_indices = []
+        for sub, lay, s, index in zip(
+            subs, layouts, state.save_states, step.ts_indices
+        ):
+            s, index = save_ts(
+                sub, lay, s, index, interpolation, last.tnext, last.y1, write
+            )
             if sub.steps:
-                pred = accept & (num_accepted % sub.steps == 0)
+                count = step.num_accepted_steps
+                pred = write & (count % sub.steps == 0)
                 row = lay.offset_steps + jnp.clip(
-                    num_accepted // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
+                    count // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
                 )
-                s = write_row(sub, s, row, state.tnext, y1, pred)
-            new_save_states.append(s)
-
+                s = write_row(sub, s, row, last.tnext, last.y1, pred)
+            save_states.append(s)
+            ts_indices.append(index)
         if dense:
+            count = step.num_accepted_steps
             dense_ts = _masked_write(
-                state.dense_ts,
-                jnp.minimum(num_accepted, max_steps),
-                state.tnext,
-                accept,
+                state.dense_ts, jnp.minimum(count, max_steps), last.tnext, write
             )
             dense_infos = _tree_masked_write(
                 state.dense_infos,
-                jnp.clip(num_accepted - 1, 0, max_steps - 1),
-                dense_info,
-                accept,
+                jnp.clip(count - 1, 0, max_steps - 1),
+                last.dense_info,
+                write,
             )
         else:
             dense_ts = dense_infos = None
+        step = eqx.tree_at(lambda s: s.ts_indices, step, ts_indices)
+        return State(step, save_states, dense_ts, dense_infos)
 
-        if use_progress:
-            fraction = jnp.where(t1 > t0, (next_tprev - t0) / (t1 - t0), 1.0)
-            progress_state = progress_meter.step(state.progress_state, fraction)
-        else:
-            progress_state = None
+    def outer_cond(carry):
+        state, _ = carry
+        return any_lane(unfinished(state.step))
 
-        return State(
-            y=_tree_where(accept, y1, state.y),
-            tprev=jnp.where(active, next_tprev, state.tprev),
-            tnext=jnp.where(active, next_tnext, state.tnext),
-            made_jump=jnp.where(active, next_made_jump, state.made_jump)
-            if can_jump
-            else None,
-            solver_state=_tree_where(accept, new_solver_state, state.solver_state),
-            controller_state=_tree_where(
-                active, new_controller_state, state.controller_state
-            ),
-            result=jnp.where(active, result, state.result),
-            num_steps=state.num_steps + active,
-            num_accepted_steps=num_accepted,
-            num_rejected_steps=state.num_rejected_steps + (active & ~keep_step),
-            save_states=new_save_states,
-            dense_ts=dense_ts,
-            dense_infos=dense_infos,
-            progress_state=progress_state,
-        )
+    def outer_body(carry):
+        state, last = carry
+        step, last = step_until_write(state.step, last)
+        state = eqx.tree_at(lambda s: s.step, state, step)
+        state = write_outputs(state, last)
+        return state, eqx.tree_at(lambda x: x.write, last, jnp.zeros_like(last.write))
 
-    final = while_loop(cond_fun, body_fun, init_state, max_steps=max_steps)
+    init_state = State(init_step, save_states, dense_ts, dense_infos)
+    final, _ = while_loop(
+        outer_cond, outer_body, (init_state, init_last), max_steps=max_steps
+    )
 
-    result = final.result
+    step = final.step
+    result = step.result
     if max_steps is not None:
-        ran_out = (final.tprev < t1) & (final.num_steps >= max_steps)
+        ran_out = (step.tprev < t1) & (step.num_steps >= max_steps)
         result = jnp.where(
             (result == 0) & ran_out, RESULTS.max_steps_reached.value, result
         )
     if use_progress:
-        progress_meter.close(final.progress_state)
+        progress_meter.close(step.progress_state)
 
     # Final outputs: t1 (or as far as the solve got).
     save_states = []
     for sub, lay, s in zip(subs, layouts, final.save_states):
         if sub.t1:
-            s = write_row(sub, s, lay.offset_t1, final.tprev, final.y, True)
+            s = write_row(sub, s, lay.offset_t1, step.tprev, step.y, True)
         save_states.append(s)
-    return eqx.tree_at(
-        lambda s: (s.result, s.save_states),
-        final,
-        (result, save_states),
-    )
+    step = eqx.tree_at(lambda s: s.result, step, result)
+    return State(step, save_states, final.dense_ts, final.dense_infos)

@@ -120,9 +120,9 @@ def _check_vector_field(terms, t0, y0, args):
             lambda: terms.prod(terms.vf(t0, y0, args), terms.contr(t0, t0))
         )
     except Exception as e:  # re-raise with context, keeping the original
-        raise type(e)(
-            f"Evaluating the vector field at t0 failed: {e}"
-        ).with_traceback(e.__traceback__) from None
+        raise type(e)(f"Evaluating the vector field at t0 failed: {e}").with_traceback(
+            e.__traceback__
+        ) from None
     y_structure = jtu.tree_structure(y0)
     out_structure = jtu.tree_structure(out)
     if y_structure != out_structure:
@@ -130,9 +130,7 @@ def _check_vector_field(terms, t0, y0, args):
             "The vector field returns a PyTree of a different structure than `y0`:\n"
             f"  y0:           {y_structure}\n  vector field: {out_structure}"
         )
-    for (path, y), o in zip(
-        jtu.tree_flatten_with_path(y0)[0], jtu.tree_leaves(out)
-    ):
+    for (path, y), o in zip(jtu.tree_flatten_with_path(y0)[0], jtu.tree_leaves(out)):
         where = f"y0{jtu.keystr(path)}"
         if o.shape != y.shape:
             raise ValueError(
@@ -176,7 +174,9 @@ def _solve(
     controller_state,
     made_jump,
 ):
-    subs, subs_treedef = jtu.tree_flatten(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
+    subs, subs_treedef = jtu.tree_flatten(
+        saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt)
+    )
     time_dtype = _time_dtype(t0, t1, dt0, subs)
     t0 = jnp.asarray(t0, time_dtype)
     t1 = jnp.asarray(t1, time_dtype)
@@ -184,7 +184,9 @@ def _solve(
         dt0 = jnp.asarray(dt0, time_dtype)
 
     direction = jnp.where(t0 <= t1, 1, -1).astype(time_dtype)
-    t0 = _check(~jnp.isfinite(t0) | ~jnp.isfinite(t1), "`t0` and `t1` must be finite.", t0)
+    t0 = _check(
+        ~jnp.isfinite(t0) | ~jnp.isfinite(t1), "`t0` and `t1` must be finite.", t0
+    )
     if dt0 is not None:
         t0 = _check(
             (dt0 == 0) | jnp.isnan(dt0),
@@ -253,7 +255,7 @@ def _solve(
         progress_meter=progress_meter,
     )
 
-    result = RESULTS(final.result)
+    result = RESULTS(final.step.result)
     if saveat.subs is None:
         ts = ys = None
     else:
@@ -264,7 +266,7 @@ def _solve(
             t0=t0,
             t1=t1,
             ts=final.dense_ts,
-            ts_size=final.num_accepted_steps + 1,
+            ts_size=final.step.num_accepted_steps + 1,
             infos=final.dense_infos,
             interpolation_cls=solver.interpolation_cls,
             direction=direction,
@@ -272,9 +274,9 @@ def _solve(
     else:
         interpolation = None
     stats = dict(
-        num_steps=final.num_steps,
-        num_accepted_steps=final.num_accepted_steps,
-        num_rejected_steps=final.num_rejected_steps,
+        num_steps=final.step.num_steps,
+        num_accepted_steps=final.step.num_accepted_steps,
+        num_rejected_steps=final.step.num_rejected_steps,
         max_steps=max_steps,
     )
     if throw:
@@ -287,9 +289,11 @@ def _solve(
         interpolation=interpolation,
         stats=stats,
         result=result,
-        solver_state=final.solver_state if saveat.solver_state else None,
-        controller_state=final.controller_state if saveat.controller_state else None,
-        made_jump=final.made_jump if saveat.made_jump else None,
+        solver_state=final.step.solver_state if saveat.solver_state else None,
+        controller_state=final.step.controller_state
+        if saveat.controller_state
+        else None,
+        made_jump=final.step.made_jump if saveat.made_jump else None,
     )
 
 
@@ -358,9 +362,7 @@ def diffeqsolve(
     numbers for values that change between calls.
     """
     if not isinstance(solver, AbstractSolver):
-        raise TypeError(
-            f"`solver` must be a solver such as `Tsit5()`, got {solver!r}."
-        )
+        raise TypeError(f"`solver` must be a solver such as `Tsit5()`, got {solver!r}.")
     if not isinstance(saveat, SaveAt):
         raise TypeError(f"`saveat` must be a `SaveAt`, got {saveat!r}.")
     if not isinstance(stepsize_controller, AbstractStepSizeController):
@@ -369,21 +371,23 @@ def diffeqsolve(
             f"`PIDController(rtol=1e-6, atol=1e-8)`, got {stepsize_controller!r}."
         )
     if event is not None:
-        raise NotImplementedError(
-            "Events are not supported yet; pass `event=None`."
-        )
+        raise NotImplementedError("Events are not supported yet; pass `event=None`.")
     if not isinstance(adjoint, RecursiveCheckpointAdjoint):
         raise NotImplementedError(
             f"`adjoint={adjoint!r}` is not supported yet; use the default "
             "`RecursiveCheckpointAdjoint()`."
         )
     if not isinstance(progress_meter, AbstractProgressMeter):
-        raise TypeError(f"`progress_meter` must be a progress meter, got {progress_meter!r}.")
+        raise TypeError(
+            f"`progress_meter` must be a progress meter, got {progress_meter!r}."
+        )
     _check_terms(terms, solver)
     if max_steps is not None and (
         not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1
     ):
-        raise ValueError(f"`max_steps` must be a positive int or None, got {max_steps!r}.")
+        raise ValueError(
+            f"`max_steps` must be a positive int or None, got {max_steps!r}."
+        )
     subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
     if max_steps is None and (saveat.dense or any(sub.steps for sub in subs)):
         raise ValueError(

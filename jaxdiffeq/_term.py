@@ -67,9 +67,11 @@ class ODETerm(AbstractTerm):
         # Python scalars are returned by some vector fields (e.g. `lambda t, y, a: 1.0`);
         # give them y's dtype so that the solver's arithmetic is well-typed.
         return jtu.tree_map(
-            lambda o, yi: jnp.asarray(o, dtype=jnp.result_type(yi))
-            if isinstance(o, (int, float))
-            else o,
+            lambda o, yi: (
+                jnp.asarray(o, dtype=jnp.result_type(yi))
+                if isinstance(o, (int, float))
+                else o
+            ),
             out,
             y,
             is_leaf=lambda x: isinstance(x, (int, float)),
@@ -118,9 +120,7 @@ class MultiTerm(AbstractTerm):
         return jtu.tree_map(lambda *xs: sum(xs[1:], start=xs[0]), *parts)
 
     def vf_prod(self, t, y, args, control):
-        parts = [
-            term.vf_prod(t, y, args, c) for term, c in zip(self.terms, control)
-        ]
+        parts = [term.vf_prod(t, y, args, c) for term, c in zip(self.terms, control)]
         return jtu.tree_map(lambda *xs: sum(xs[1:], start=xs[0]), *parts)
 
     def is_vf_expensive(self, t0, t1, y, args):

@@ -67,7 +67,9 @@ class StepTo(AbstractStepSizeController):
     def __init__(self, ts: Real[ArrayLike, " times"]):
         ts = jnp.asarray(ts)
         if ts.ndim != 1 or ts.shape[0] < 2:
-            raise ValueError("`StepTo(ts)` needs a one-dimensional `ts` of length >= 2.")
+            raise ValueError(
+                "`StepTo(ts)` needs a one-dimensional `ts` of length >= 2."
+            )
         try:
             concrete = np.asarray(ts)
         except Exception:  # traced: checked in diffeqsolve with error_if instead

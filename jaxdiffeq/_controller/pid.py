@@ -3,7 +3,6 @@
 from collections.abc import Callable
 
 import equinox as eqx
-import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -187,7 +186,9 @@ class PIDController(AbstractAdaptiveStepSizeController):
         def scaled(y0_, y1_, err_):
             # A NaN candidate should not also poison the scale.
             y1_ = jnp.where(jnp.isnan(y1_), y0_, y1_)
-            return err_ / (self.atol + self.rtol * jnp.maximum(jnp.abs(y0_), jnp.abs(y1_)))
+            return err_ / (
+                self.atol + self.rtol * jnp.maximum(jnp.abs(y0_), jnp.abs(y1_))
+            )
 
         error = self.norm(jtu.tree_map(scaled, y0, y1_candidate, y_error))
         error = lax.stop_gradient(error)
@@ -240,5 +241,10 @@ class PIDController(AbstractAdaptiveStepSizeController):
 
         new_inv = jnp.where(keep_step, inv_error, prev_inv_error)
         new_prev_inv = jnp.where(keep_step, prev_inv_error, prev_prev_inv_error)
-        state = (new_inv, new_prev_inv, jnp.asarray(at_dtmin), jnp.asarray(next_ends_at_jump))
+        state = (
+            new_inv,
+            new_prev_inv,
+            jnp.asarray(at_dtmin),
+            jnp.asarray(next_ends_at_jump),
+        )
         return keep_step, next_t0, next_t1, made_jump, state, result

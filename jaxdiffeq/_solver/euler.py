@@ -53,4 +53,3 @@ class Euler(AbstractItoSolver):
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
-
