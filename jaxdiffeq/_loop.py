@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from ._interpolation import LocalLinearInterpolation
 from ._misc import any_lane, lane_mask
 from ._progress import NoProgressMeter
 from ._results import RESULTS
@@ -189,25 +188,30 @@ def run(
 
         return while_loop(lambda c: any_lane(pending(c)), body, (save_state, ts_index))
 
-    # Initial outputs: t0, and any `ts` equal to t0 (no step contains them).
+    # Initial outputs: t0, and any `ts` equal to t0 (no step contains them; they
+    # are a prefix of the sorted `ts`, written without a loop).
     save_states = []
     ts_indices = []
-    constant = LocalLinearInterpolation(t0=t0, t1=t0, y0=y0, y1=y0)
     for sub, lay in zip(subs, layouts):
-        out = jax.eval_shape(lambda sub=sub: sub.fn(t0 * direction, y0, args))
-        s = SaveState(
-            ts=jnp.full((lay.size,), jnp.inf, time_dtype),
-            ys=jtu.tree_map(
-                lambda o, n=lay.size: jnp.full((n, *o.shape), jnp.inf, o.dtype), out
-            ),
-        )
-        if sub.t0:
-            s = write_row(sub, s, 0, t0, y0, True)
-        s, index = save_ts(
-            sub, lay, s, jnp.asarray(0, jnp.int32), constant, t0, y0, True
-        )
-        save_states.append(s)
-        ts_indices.append(index)
+        out0 = sub.fn(t0 * direction, y0, args)
+        rows = jnp.arange(lay.size)
+        at_t0 = rows < int(sub.t0)
+        if sub.ts is not None:
+            ts_at_t0 = sub.ts <= t0
+            at_t0 = at_t0 | jnp.zeros(lay.size, bool).at[
+                lay.offset_ts : lay.offset_steps
+            ].set(ts_at_t0)
+            ts_index = jnp.sum(ts_at_t0, dtype=jnp.int32)
+        else:
+            ts_index = jnp.asarray(0, jnp.int32)
+
+        def fill(o, at_t0=at_t0, size=lay.size):
+            mask = at_t0.reshape((size,) + (1,) * jnp.ndim(o))
+            return jnp.where(mask, jnp.asarray(o)[None], jnp.inf).astype(o.dtype)
+
+        ts_buffer = jnp.where(at_t0, t0 * direction, jnp.inf).astype(time_dtype)
+        save_states.append(SaveState(ts=ts_buffer, ys=jtu.tree_map(fill, out0)))
+        ts_indices.append(ts_index)
 
     info_shape = jax.eval_shape(
         lambda: solver.step(terms, t0, tnext, y0, args, solver_state, made_jump)[2]

@@ -92,13 +92,14 @@ class RESULTS(eqx.Module):
 
     def raise_if_failed(self, x):
         """Return `x` unchanged, raising a runtime error (under `jit` too) if this
-        result is not `successful` or `event_occurred`."""
+        result is not `successful` or `event_occurred`. One check whatever the
+        code, to keep compilation cheap."""
         value = jnp.asarray(self._value)
-        for code, (name, message) in enumerate(_MESSAGES):
-            if name in ("successful", "event_occurred"):
-                continue
-            x = eqx.error_if(x, value == code, message)
-        return x
+        okay = (value == RESULTS.successful._value) | (
+            value == RESULTS.event_occurred._value
+        )
+        messages = [message or "(no error)" for _, message in _MESSAGES]
+        return eqx.branched_error_if(x, ~okay, value, messages)
 
 
 for _code, (_name, _) in enumerate(_MESSAGES):

@@ -1,7 +1,6 @@
 """`diffeqsolve`: validate and normalise the inputs, run the step loop, package the
 `Solution`."""
 
-import warnings
 from typing import Any
 
 import equinox as eqx
@@ -39,12 +38,11 @@ def _is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
 
 
-def _check(pred, message: str, attach):
-    """Raise `ValueError(message)` now if `pred` is concrete and true; under tracing,
-    attach a runtime check to `attach` (raised as a `RuntimeError` when run)."""
-    if _is_concrete(pred):
-        if bool(np.any(np.asarray(pred))):
-            raise ValueError(message)
+def _check(pred, message: str, attach, at_runtime: bool):
+    """A value check that `diffeqsolve` could not do eagerly (its inputs were
+    traced): attach it to `attach` as a runtime error. Skipped (no cost in the
+    compiled program) when the eager check has already been done."""
+    if not at_runtime:
         return attach
     return eqx.error_if(attach, pred, message)
 
@@ -173,6 +171,8 @@ def _solve(
     solver_state,
     controller_state,
     made_jump,
+    check_times: bool,
+    check_ts: bool,
 ):
     subs, subs_treedef = jtu.tree_flatten(
         saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt)
@@ -185,18 +185,23 @@ def _solve(
 
     direction = jnp.where(t0 <= t1, 1, -1).astype(time_dtype)
     t0 = _check(
-        ~jnp.isfinite(t0) | ~jnp.isfinite(t1), "`t0` and `t1` must be finite.", t0
+        ~jnp.isfinite(t0) | ~jnp.isfinite(t1),
+        "`t0` and `t1` must be finite.",
+        t0,
+        check_times,
     )
     if dt0 is not None:
         t0 = _check(
             (dt0 == 0) | jnp.isnan(dt0),
             "`dt0` must be a non-zero number (got zero or NaN).",
             t0,
+            check_times,
         )
         t0 = _check(
             (t0 != t1) & (dt0 * (t1 - t0) < 0),
             "`dt0` points away from `t1`: its sign must be that of `t1 - t0`.",
             t0,
+            check_times,
         )
 
     # Everything below runs on the forward axis tau = direction * t.
@@ -214,11 +219,13 @@ def _solve(
                     jnp.any(ts[1:] < ts[:-1]),
                     "`SaveAt(ts=...)` must be sorted in the direction of integration.",
                     tau0,
+                    check_ts,
                 )
                 tau0 = _check(
                     jnp.any((ts < tau0) | (ts > tau1)),
                     "`SaveAt(ts=...)` must lie inside [t0, t1].",
                     tau0,
+                    check_ts,
                 )
             sub = eqx.tree_at(lambda s: s.ts, sub, ts)
         subs_fwd.append(sub)
@@ -405,17 +412,28 @@ def diffeqsolve(
     t0 = jnp.asarray(t0) if isinstance(t0, (int, float)) else t0
     t1 = jnp.asarray(t1) if isinstance(t1, (int, float)) else t1
     dt0 = jnp.asarray(dt0) if isinstance(dt0, (int, float)) else dt0
-    if dt0 is not None and _is_concrete((dt0, t0, t1)):
-        dt0_, t0_, t1_ = (np.asarray(x) for x in (dt0, t0, t1))
-        if dt0_ == 0 or np.isnan(dt0_):
-            raise ValueError("`dt0` must be a non-zero number (got zero or NaN).")
-        if t0_ != t1_ and dt0_ * (t1_ - t0_) < 0:
-            raise ValueError(
-                "`dt0` points away from `t1`: its sign must be that of `t1 - t0`."
-            )
-    for sub in subs:
-        if sub.ts is not None and _is_concrete((sub.ts, t0, t1)) and sub.ts.size:
-            ts_, t0_, t1_ = (np.asarray(x) for x in (sub.ts, t0, t1))
+    # Check values eagerly where they are known; otherwise `_solve` compiles the
+    # same checks into runtime errors.
+    check_times = not _is_concrete((t0, t1, dt0))
+    if not check_times:
+        t0_, t1_ = np.asarray(t0), np.asarray(t1)
+        if not (np.isfinite(t0_) and np.isfinite(t1_)):
+            raise ValueError("`t0` and `t1` must be finite.")
+        if dt0 is not None:
+            dt0_ = np.asarray(dt0)
+            if dt0_ == 0 or np.isnan(dt0_):
+                raise ValueError("`dt0` must be a non-zero number (got zero or NaN).")
+            if t0_ != t1_ and dt0_ * (t1_ - t0_) < 0:
+                raise ValueError(
+                    "`dt0` points away from `t1`: its sign must be that of `t1 - t0`."
+                )
+    ts_list = [sub.ts for sub in subs if sub.ts is not None]
+    check_ts = not _is_concrete((ts_list, t0, t1))
+    if not check_ts:
+        for ts in ts_list:
+            if ts.size == 0:
+                continue
+            ts_, t0_, t1_ = (np.asarray(x) for x in (ts, t0, t1))
             sign = 1 if t1_ >= t0_ else -1
             if np.any(np.diff(ts_) * sign < 0):
                 raise ValueError(
@@ -424,21 +442,22 @@ def diffeqsolve(
             if np.any((ts_ - t0_) * sign < 0) or np.any((t1_ - ts_) * sign < 0):
                 raise ValueError("`SaveAt(ts=...)` must lie inside [t0, t1].")
     _check_vector_field(_direct_terms(terms, jnp.asarray(1.0)), t0, y0, args)
-    with warnings.catch_warnings():
-        return _solve(
-            terms,
-            solver,
-            t0,
-            t1,
-            dt0,
-            y0,
-            args,
-            saveat,
-            stepsize_controller,
-            max_steps,
-            throw,
-            progress_meter,
-            solver_state,
-            controller_state,
-            made_jump,
-        )
+    return _solve(
+        terms,
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args,
+        saveat,
+        stepsize_controller,
+        max_steps,
+        throw,
+        progress_meter,
+        solver_state,
+        controller_state,
+        made_jump,
+        check_times,
+        check_ts,
+    )
