@@ -25,6 +25,7 @@ from ._custom_types import (
 from ._interpolation import (
     AbstractLocalInterpolation as AbstractLocalInterpolation,
     AbstractPath as AbstractPath,
+    AbstractStagePolynomialInterpolation as AbstractStagePolynomialInterpolation,
     DenseInterpolation as DenseInterpolation,
     LocalLinearInterpolation as LocalLinearInterpolation,
     ThirdOrderHermitePolynomialInterpolation as ThirdOrderHermitePolynomialInterpolation,
@@ -53,6 +54,8 @@ from ._solver.base import (
     AbstractWrappedSolver as AbstractWrappedSolver,
 )
 from ._solver.bosh3 import Bosh3 as Bosh3
+from ._solver.dopri5 import Dopri5 as Dopri5
+from ._solver.dopri8 import Dopri8 as Dopri8
 from ._solver.euler import Euler as Euler
 from ._solver.half import HalfSolver as HalfSolver
 from ._solver.heun import Heun as Heun
@@ -62,6 +65,7 @@ from ._solver.runge_kutta import (
     AbstractRungeKutta as AbstractRungeKutta,
     ButcherTableau as ButcherTableau,
 )
+from ._solver.tsit5 import Tsit5 as Tsit5
 from ._term import (
     AbstractTerm as AbstractTerm,
     MultiTerm as MultiTerm,

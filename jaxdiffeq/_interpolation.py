@@ -1,11 +1,13 @@
 """Interpolation: local interpolants over one step, and dense output over a solve."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, PyTree
 
 from ._custom_types import RealScalarLike, Y
@@ -75,7 +77,7 @@ class LocalLinearInterpolation(AbstractLocalInterpolation):
 
     def derivative(self, t, left=True):
         del t, left
-        dt = self.t1 - self.t0
+        dt = jnp.subtract(self.t1, self.t0)
         return jtu.tree_map(
             lambda a, b: ((b - a) / dt).astype(a.dtype), self.y0, self.y1
         )
@@ -161,3 +163,58 @@ class DenseInterpolation(AbstractPath):
         return jtu.tree_map(
             lambda d: (d * self.direction).astype(d.dtype), local.derivative(tau, left)
         )
+
+
+class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
+    """The continuous extension of a Runge–Kutta method: a polynomial in the step
+    fraction `s = (t - t0) / (t1 - t0)` that combines the stage increments,
+
+    `y(t0 + s h) = y0 + sum_i b_i(s) k_i`,  `b_i(s) = sum_j coefficients[i, j] s^(j+1)`.
+
+    A method supplies the class variable `coefficients` (shape `(stages, degree)`);
+    evaluation is one small matrix-vector product for the weights and one
+    contraction with the stages per leaf. Built from a solver's `dense_info`
+    (`y0`, `y1`, `k`); `y1` is not needed since the polynomial reproduces it.
+    """
+
+    coefficients: ClassVar[np.ndarray]
+    t0: RealScalarLike
+    t1: RealScalarLike
+    y0: Y
+    k: PyTree[Array]  # stage increments, stacked on a leading axis
+
+    def __init__(self, *, t0, t1, y0, y1, k):
+        del y1
+        self.t0 = t0
+        self.t1 = t1
+        self.y0 = y0
+        self.k = k
+
+    def _weights(self, t, derivative: bool):
+        s = _fraction(t, self.t0, self.t1)
+        c = np.asarray(self.coefficients)
+        if derivative:
+            c = c * np.arange(1, c.shape[1] + 1)
+            powers = [s**j for j in range(c.shape[1])]
+        else:
+            powers = [s ** (j + 1) for j in range(c.shape[1])]
+        powers = jnp.stack(powers)
+        return jnp.asarray(c, dtype=powers.dtype) @ powers
+
+    def evaluate(self, t0, t1=None, left=True):
+        if t1 is not None:
+            return _increment(self, t0, t1, left)
+        w = self._weights(t0, derivative=False)
+        return jtu.tree_map(
+            lambda y, k: (y + jnp.tensordot(w.astype(k.dtype), k, 1)).astype(y.dtype),
+            self.y0,
+            self.k,
+        )
+
+    def derivative(self, t, left=True):
+        del left
+        dt = jnp.subtract(self.t1, self.t0)
+        # A zero-length step has zero increments; keep the derivative finite there.
+        safe_dt = jnp.where(dt == 0, 1, dt)
+        w = self._weights(t, derivative=True) / safe_dt
+        return jtu.tree_map(lambda k: jnp.tensordot(w.astype(k.dtype), k, 1), self.k)

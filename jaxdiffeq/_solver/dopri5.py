@@ -2,13 +2,9 @@
 
 from typing import ClassVar
 
-import jax.numpy as jnp
-import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import Array, PyTree
 
-from .._custom_types import RealScalarLike, Y
-from .._interpolation import AbstractLocalInterpolation, _fraction, _increment
+from .._interpolation import AbstractStagePolynomialInterpolation
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: Dormand & Prince (1980), the pair RK5(4)7M. The last row of `a`
@@ -64,48 +60,12 @@ _conditions = np.array(
 )
 _targets = np.stack([np.eye(7)[0], _midpoint, _b_sol, np.eye(7)[-1]])
 _dense = np.linalg.solve(_conditions, _targets).T  # (stages, 4)
-# d b_i / ds = sum_j _dense_ds[i, j] s^j.
-_dense_ds = _dense * np.arange(1, _dense.shape[1] + 1)
 
 
-def _stage_weights(coefficients: np.ndarray, s, lowest_power: int):
-    """The `(stages,)` vector `sum_j coefficients[:, j] s^(lowest_power + j)`."""
-    powers = jnp.stack([s ** (lowest_power + j) for j in range(coefficients.shape[1])])
-    return jnp.asarray(coefficients, dtype=powers.dtype) @ powers
-
-
-class _Dopri5Interpolation(AbstractLocalInterpolation):
+class _Dopri5Interpolation(AbstractStagePolynomialInterpolation):
     """Shampine's quartic dense output over one `Dopri5` step (fourth order)."""
 
-    t0: RealScalarLike
-    t1: RealScalarLike
-    y0: Y
-    k: PyTree[Array]  # the 7 stage increments, stacked on a leading axis
-
-    def __init__(self, *, t0, t1, y0, y1, k):
-        del y1  # the quartic reproduces it at s = 1
-        self.t0 = t0
-        self.t1 = t1
-        self.y0 = y0
-        self.k = k
-
-    def evaluate(self, t0, t1=None, left=True):
-        if t1 is not None:
-            return _increment(self, t0, t1, left)
-        w = _stage_weights(_dense, _fraction(t0, self.t0, self.t1), 1)
-        return jtu.tree_map(
-            lambda y, k: (y + jnp.tensordot(w.astype(k.dtype), k, 1)).astype(y.dtype),
-            self.y0,
-            self.k,
-        )
-
-    def derivative(self, t, left=True):
-        del left
-        dt = self.t1 - self.t0
-        # A zero-length step has zero increments; keep the derivative finite there.
-        safe_dt = jnp.where(dt == 0, 1, dt)
-        w = _stage_weights(_dense_ds, _fraction(t, self.t0, self.t1), 0) / safe_dt
-        return jtu.tree_map(lambda k: jnp.tensordot(w.astype(k.dtype), k, 1), self.k)
+    coefficients: ClassVar[np.ndarray] = _dense
 
 
 class Dopri5(AbstractRungeKutta):
