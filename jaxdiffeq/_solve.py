@@ -21,7 +21,7 @@ from ._results import RESULTS
 from ._saveat import SaveAt, SubSaveAt
 from ._solution import Solution
 from ._solver.base import AbstractSolver
-from ._term import AbstractTerm, _direct_terms
+from ._term import AbstractTerm, MultiTerm, ODETerm, _direct_terms
 
 
 class RecursiveCheckpointAdjoint(eqx.Module):
@@ -111,36 +111,50 @@ def _normalise_y0(y0):
     return jtu.tree_map_with_path(fix, y0)
 
 
-def _check_vector_field(terms, t0, y0, args):
-    """Trace one evaluation of `prod(vf, contr)` and compare it with `y0`."""
-    try:
-        out = jax.eval_shape(
-            lambda: terms.prod(terms.vf(t0, y0, args), terms.contr(t0, t0))
-        )
-    except Exception as e:  # re-raise with context, keeping the original
-        raise type(e)(f"Evaluating the vector field at t0 failed: {e}").with_traceback(
-            e.__traceback__
-        ) from None
+def _compare_with_state(out, y0, what: str):
     y_structure = jtu.tree_structure(y0)
     out_structure = jtu.tree_structure(out)
     if y_structure != out_structure:
         raise ValueError(
-            "The vector field returns a PyTree of a different structure than `y0`:\n"
-            f"  y0:           {y_structure}\n  vector field: {out_structure}"
+            f"{what} returns a PyTree of a different structure than `y0`:\n"
+            f"  y0:  {y_structure}\n  {what}: {out_structure}"
         )
     for (path, y), o in zip(jtu.tree_flatten_with_path(y0)[0], jtu.tree_leaves(out)):
         where = f"y0{jtu.keystr(path)}"
         if o.shape != y.shape:
             raise ValueError(
-                f"The vector field's output for {where} has shape {o.shape}, but the "
-                f"state has shape {y.shape}."
+                f"{what}'s output for {where} has shape {o.shape}, but the state has "
+                f"shape {y.shape}."
             )
-        if o.dtype != y.dtype:
+        # Weakly typed outputs (Python numbers) take the state's dtype.
+        if o.dtype != y.dtype and not getattr(o, "weak_type", False):
             raise ValueError(
-                f"The vector field's output for {where} has dtype {o.dtype}, but the "
-                f"state has dtype {y.dtype}; make them agree (e.g. cast `y0`, or "
-                "the arrays in `args`)."
+                f"{what}'s output for {where} has dtype {o.dtype}, but the state has "
+                f"dtype {y.dtype}; make them agree (e.g. cast `y0`, or the arrays in "
+                "`args`)."
             )
+
+
+def _check_vector_field(terms, t0, y0, args):
+    """Trace the vector field once (no computation) and compare its output with
+    `y0`: the raw output of every `ODETerm`, and the product with the control of
+    the whole term."""
+
+    def leaf_terms(term):
+        if isinstance(term, MultiTerm):
+            return [t for sub in term.terms for t in leaf_terms(sub)]
+        return [term]
+
+    for term in jtu.tree_leaves(terms, is_leaf=_is_term):
+        for leaf in leaf_terms(term):
+            if isinstance(leaf, ODETerm):
+                out = jax.eval_shape(leaf.vf, t0, y0, args)
+                _compare_with_state(out, y0, "The vector field")
+    if isinstance(terms, AbstractTerm):
+        out = jax.eval_shape(
+            lambda: terms.prod(terms.vf(t0, y0, args), terms.contr(t0, t0))
+        )
+        _compare_with_state(out, y0, "The term")
 
 
 def _time_dtype(t0, t1, dt0, subs):
@@ -441,7 +455,7 @@ def diffeqsolve(
                 )
             if np.any((ts_ - t0_) * sign < 0) or np.any((t1_ - ts_) * sign < 0):
                 raise ValueError("`SaveAt(ts=...)` must lie inside [t0, t1].")
-    _check_vector_field(_direct_terms(terms, jnp.asarray(1.0)), t0, y0, args)
+    _check_vector_field(terms, t0, y0, args)
     return _solve(
         terms,
         solver,

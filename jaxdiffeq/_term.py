@@ -63,19 +63,7 @@ class ODETerm(AbstractTerm):
     vector_field: Callable[[RealScalarLike, Y, Args], VF]
 
     def vf(self, t, y, args):
-        out = self.vector_field(t, y, args)
-        # Python scalars are returned by some vector fields (e.g. `lambda t, y, a: 1.0`);
-        # give them y's dtype so that the solver's arithmetic is well-typed.
-        return jtu.tree_map(
-            lambda o, yi: (
-                jnp.asarray(o, dtype=jnp.result_type(yi))
-                if isinstance(o, (int, float))
-                else o
-            ),
-            out,
-            y,
-            is_leaf=lambda x: isinstance(x, (int, float)),
-        )
+        return self.vector_field(t, y, args)
 
     def contr(self, t0, t1, **kwargs):
         del kwargs

@@ -170,7 +170,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
                     lambda: solver_state,
                 )
             k0 = terms.prod(f0, control)
-            k = jtu.tree_map(lambda buf, x: buf.at[0].set(x), k, k0)
+            k = jtu.tree_map(lambda buf, x: buf.at[0].set(x.astype(buf.dtype)), k, k0)
             first = 1
             vf_init = f0
         else:
