@@ -23,6 +23,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check jaxdiffeq tests bench examples
 	$(BIN)/ruff format --check jaxdiffeq tests bench examples
+	$(BIN)/pyright jaxdiffeq
 
 test: lint
 	$(BIN)/python -m pytest -m "not slow"

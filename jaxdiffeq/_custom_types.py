@@ -1,21 +1,21 @@
 """Type aliases used in public signatures (jaxtyping)."""
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree, Real
 
-RealScalarLike = float | int | Real[ArrayLike, ""]
-FloatScalarLike = float | Float[ArrayLike, ""]
-IntScalarLike = int | Int[ArrayLike, ""]
-BoolScalarLike = bool | Bool[ArrayLike, ""]
+RealScalarLike: TypeAlias = float | int | Real[ArrayLike, ""]
+FloatScalarLike: TypeAlias = float | Float[ArrayLike, ""]
+IntScalarLike: TypeAlias = int | Int[ArrayLike, ""]
+BoolScalarLike: TypeAlias = bool | Bool[ArrayLike, ""]
 
-Y = PyTree[Float[ArrayLike, "?*y"], "Y"]
-VF = PyTree[Float[ArrayLike, "?*vf"], "VF"]
-Control = PyTree[Float[ArrayLike, "?*control"], "C"]
-Args = PyTree[Any]
+Y: TypeAlias = PyTree[Float[ArrayLike, "?*y"], "Y"]
+VF: TypeAlias = PyTree[Float[ArrayLike, "?*vf"], "VF"]
+Control: TypeAlias = PyTree[Float[ArrayLike, "?*control"]]
+Args: TypeAlias = PyTree[Any]
 
-DenseInfo = dict[str, PyTree[Array]]
-DenseInfos = dict[str, PyTree[Array]]
+DenseInfo: TypeAlias = dict[str, PyTree[Array]]
+DenseInfos: TypeAlias = dict[str, PyTree[Array]]
 
 __all__ = [
     "Args",

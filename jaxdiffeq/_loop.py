@@ -389,6 +389,7 @@ def run(
             save_states.append(s)
             ts_indices.append(index)
         if dense:
+            assert max_steps is not None
             count = step.num_accepted_steps
             dense_ts = _masked_write(
                 state.dense_ts, jnp.minimum(count, max_steps), last.tnext, write

@@ -283,6 +283,7 @@ def _solve(
         ts = jtu.tree_unflatten(subs_treedef, [s.ts for s in final.save_states])
         ys = jtu.tree_unflatten(subs_treedef, [s.ys for s in final.save_states])
     if saveat.dense:
+        assert final.dense_ts is not None
         interpolation = DenseInterpolation(
             t0=t0,
             t1=t1,

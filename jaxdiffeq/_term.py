@@ -67,7 +67,7 @@ class ODETerm(AbstractTerm):
 
     def contr(self, t0, t1, **kwargs):
         del kwargs
-        return t1 - t0
+        return jnp.subtract(t1, t0)
 
     def prod(self, vf, control):
         return jtu.tree_map(lambda v: (control * v).astype(jnp.result_type(v)), vf)
@@ -135,7 +135,7 @@ class _DirectedTerm(AbstractTerm):
 
     def contr(self, t0, t1, **kwargs):
         if isinstance(self.term, ODETerm):
-            return t1 - t0
+            return jnp.subtract(t1, t0)
         return self.term.contr(self.direction * t0, self.direction * t1, **kwargs)
 
     def prod(self, vf, control):

@@ -181,7 +181,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
             )
         prev_inv_error, prev_prev_inv_error, at_dtmin, ends_at_jump = controller_state
         error_order = self._error_order(error_order)
-        prev_dt = t1 - t0
+        prev_dt = jnp.subtract(t1, t0)
 
         def scaled(y0_, y1_, err_):
             # A NaN candidate should not also poison the scale.
@@ -231,7 +231,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
         if self.unvmap_dt:
             # Lanes that have finished take zero-length steps; they must not pull the
             # shared step size to zero.
-            dt = jnp.where(prev_dt > 0, dt, jnp.inf)
+            dt = jnp.where(jnp.greater(prev_dt, 0), dt, jnp.inf)
             shared = min_lane(lax.stop_gradient(dt))
             dt = jnp.where(jnp.isinf(shared), prev_dt, shared)
 

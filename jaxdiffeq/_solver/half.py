@@ -1,5 +1,6 @@
 """`HalfSolver`: adaptive steps for any solver by step doubling."""
 
+import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._results import update_result
@@ -54,7 +55,7 @@ class HalfSolver(AbstractAdaptiveSolver, AbstractWrappedSolver):
         return self.solver.init(terms, t0, t1, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        tmid = t0 + 0.5 * (t1 - t0)
+        tmid = t0 + 0.5 * jnp.subtract(t1, t0)
         y_full, _, dense_info, _, result_full = self.solver.step(
             terms, t0, t1, y0, args, solver_state, made_jump
         )

@@ -153,7 +153,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         fsal = tableau.fsal
         s = tableau.num_stages
         control = terms.contr(t0, t1)
-        h = t1 - t0
+        h = jnp.subtract(t1, t0)
         nodes = tableau.nodes()
         a = tableau.a_matrix()
 
