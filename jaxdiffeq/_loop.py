@@ -308,7 +308,10 @@ def run(
         stuck = (next_tnext <= next_tprev) & (next_tprev < t1)
         result = jnp.where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
 
-        accept = active & keep_step & (result == 0)
+        # A step that failed (result != 0) leaves the time and state where they were,
+        # so that the returned state and time agree.
+        advance = active & (result == 0)
+        accept = advance & keep_step
         if use_progress:
             fraction = jnp.where(t1 > t0, (next_tprev - t0) / (t1 - t0), 1.0)
             progress_state = progress_meter.step(step.progress_state, fraction)
@@ -316,14 +319,14 @@ def run(
             progress_state = None
         new_step = StepState(
             y=_tree_where(accept, y1, step.y),
-            tprev=jnp.where(active, next_tprev, step.tprev),
-            tnext=jnp.where(active, next_tnext, step.tnext),
-            made_jump=jnp.where(active, next_made_jump, step.made_jump)
+            tprev=jnp.where(advance, next_tprev, step.tprev),
+            tnext=jnp.where(advance, next_tnext, step.tnext),
+            made_jump=jnp.where(advance, next_made_jump, step.made_jump)
             if can_jump
             else None,
             solver_state=_tree_where(accept, new_solver_state, step.solver_state),
             controller_state=_tree_where(
-                active, new_controller_state, step.controller_state
+                advance, new_controller_state, step.controller_state
             ),
             result=jnp.where(active, result, step.result),
             num_steps=step.num_steps + active,

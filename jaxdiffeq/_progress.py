@@ -64,8 +64,7 @@ class NoProgressMeter(AbstractProgressMeter):
 # Host side. A compiled solve cannot hold Python objects, so each running meter
 # lives in this registry under an integer id. The id is made by a callback when the
 # solve starts (so every run of a compiled solve gets a meter of its own) and is
-# carried in the meter's state; each callback returns it to the next one, which
-# orders the callbacks by data dependence.
+# carried in the meter's state.
 
 
 class _Registry:
@@ -126,8 +125,14 @@ def _open(make_meter: Callable[[], Any]) -> Int[Array, ""]:
     )
 
 
-def _update(update: Callable[[Any, float], None], meter_id, progress) -> Array:
-    """Call `update(meter, progress)` on the host; return `meter_id`."""
+def _update(update: Callable[[Any, float], None], meter_id, progress) -> None:
+    """Call `update(meter, progress)` on the host.
+
+    A debug callback, not `io_callback`: `vmap` refuses IO effects inside a `cond`,
+    even one whose predicate is not batched. It needs no ordering token: the
+    callbacks of a loop run in the order of its iterations, and `_close` takes the
+    loop's final state, so it runs after them.
+    """
 
     def callback(meter_id, progress):
         value = _host_progress(progress)
@@ -137,20 +142,26 @@ def _update(update: Callable[[Any, float], None], meter_id, progress) -> Array:
             # transformation after it finished. There is nothing to report.
             if meter is not None and value is not None:
                 update(meter, value)
-        return np.asarray(meter_id, dtype=np.int32)
 
-    shape = jax.ShapeDtypeStruct(jnp.shape(meter_id), jnp.int32)
-    return io_callback(callback, shape, meter_id, progress)
+    jax.debug.callback(callback, meter_id, progress)
 
 
-def _close(finish: Callable[[Any], None], meter_id) -> None:
-    def callback(meter_id):
+def _close(finish: Callable[[Any], None], meter_id, after) -> None:
+    """Call `finish(meter)` on the host and forget the meter.
+
+    `after` must be state that the step loop changes: the callback takes it as an
+    argument so that it runs after the loop. (`meter_id` alone is not enough: it
+    passes through the loop unchanged, so the callback could run before it.)
+    """
+
+    def callback(meter_id, after):
+        del after
         for i in _host_ids(meter_id):
             meter = _registry.pop(i)
             if meter is not None:
                 finish(meter)
 
-    io_callback(callback, None, meter_id)
+    io_callback(callback, None, meter_id, after)
 
 
 class _TextBar:
@@ -235,13 +246,14 @@ class TextProgressMeter(AbstractProgressMeter):
         grown = (progress > printed) & (progress - printed >= self.minimum_increase)
 
         def report():
-            return _update(_TextBar.print_line, meter_id, progress), progress
+            _update(_TextBar.print_line, meter_id, progress)
+            return progress
 
-        meter_id, printed = lax.cond(grown, report, lambda: (meter_id, printed))
+        printed = lax.cond(grown, report, lambda: printed)
         return _TextState(meter_id=meter_id, printed=printed)
 
     def close(self, state: _TextState) -> None:
-        _close(_TextBar.finish, _unbatch(state.meter_id))
+        _close(_TextBar.finish, _unbatch(state.meter_id), _unbatch(state.printed))
 
 
 def _make_tqdm_bar():
@@ -316,12 +328,12 @@ class TqdmProgressMeter(AbstractProgressMeter):
         meter_id = _unbatch(state.meter_id)
         num_steps = _unbatch(state.num_steps)
         progress = _unbatch(progress)
-        meter_id = lax.cond(
+        lax.cond(
             num_steps % self.refresh_steps == 0,
             lambda: _update(_tqdm_update, meter_id, progress),
-            lambda: meter_id,
+            lambda: None,
         )
         return _TqdmState(meter_id=meter_id, num_steps=num_steps + 1)
 
     def close(self, state: _TqdmState) -> None:
-        _close(_tqdm_finish, _unbatch(state.meter_id))
+        _close(_tqdm_finish, _unbatch(state.meter_id), _unbatch(state.num_steps))

@@ -11,9 +11,9 @@ _MESSAGES: list[tuple[str, str]] = [
     ("successful", ""),
     (
         "max_steps_reached",
-        "The maximum number of solver steps was reached. Try increasing `max_steps`; "
-        "if the problem is stiff, an explicit solver needs very many steps, so use an "
-        "implicit solver instead.",
+        "The maximum number of solver steps was reached. Try increasing `max_steps`, "
+        "or loosening the tolerances; if the problem is stiff, explicit solvers need "
+        "very many steps.",
     ),
     (
         "dt_min_reached",

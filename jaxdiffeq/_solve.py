@@ -302,7 +302,9 @@ def _solve(
         max_steps=max_steps,
     )
     if throw:
-        ts, ys = result.raise_if_failed((ts, ys))
+        ts, ys, interpolation, stats = result.raise_if_failed(
+            (ts, ys, interpolation, stats)
+        )
     return Solution(
         t0=t0,
         t1=t1,

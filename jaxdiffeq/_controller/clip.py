@@ -25,16 +25,29 @@ def _next_time_after(ts, t):
 
 def clip_to_times(next_t0, next_t1, step_ts, jump_ts):
     """Shorten the proposed step `[next_t0, next_t1]` so that it does not cross an
-    element of `step_ts` or `jump_ts`. Returns the new end and whether it ends on a
-    jump time."""
+    element of `step_ts` or `jump_ts`. Returns the new end and whether the step
+    stops at a jump.
+
+    A step stops just before a jump time (one ulp), so that none of its stages sees
+    the vector field's value past the discontinuity; `restart_after_jump` gives
+    the start of the following step, just after it.
+    """
     ends_at_jump = False
     if step_ts is not None:
         next_t1 = jnp.minimum(next_t1, _next_time_after(step_ts, next_t0))
     if jump_ts is not None:
         t_jump = _next_time_after(jump_ts, next_t0)
         ends_at_jump = t_jump <= next_t1
-        next_t1 = jnp.minimum(next_t1, t_jump)
+        before_jump = jnp.nextafter(t_jump, jnp.asarray(-jnp.inf, t_jump.dtype))
+        next_t1 = jnp.where(ends_at_jump, before_jump, next_t1)
     return next_t1, ends_at_jump
+
+
+def restart_after_jump(t_end):
+    """The start of the step after one that stopped one ulp before a jump time: one
+    ulp after the jump."""
+    up = jnp.asarray(jnp.inf, jnp.result_type(t_end))
+    return jnp.nextafter(jnp.nextafter(t_end, up), up)
 
 
 class ClipStepSizeController(AbstractStepSizeController):
@@ -109,7 +122,10 @@ class ClipStepSizeController(AbstractStepSizeController):
                 t0, t1, y0, y1_candidate, args, y_error, error_order, inner_state
             )
         )
-        made_jump = (keep & ends_at_jump) | made_jump
+        jumped = keep & ends_at_jump
+        made_jump = jumped | made_jump
+        next_t0 = jnp.where(jumped, restart_after_jump(t1), next_t0)
+        next_t1 = jnp.maximum(next_t1, next_t0)
         next_t1, next_ends_at_jump = clip_to_times(
             next_t0, next_t1, self.step_ts, self.jump_ts
         )

@@ -12,7 +12,7 @@ from .._custom_types import RealScalarLike
 from .._misc import all_lanes, min_lane
 from .._results import RESULTS
 from .base import AbstractAdaptiveStepSizeController, rms_norm
-from .clip import _as_sorted_times, clip_to_times
+from .clip import _as_sorted_times, clip_to_times, restart_after_jump
 
 
 def _is_zero(x) -> bool:
@@ -236,8 +236,12 @@ class PIDController(AbstractAdaptiveStepSizeController):
             dt = jnp.where(jnp.isinf(shared), prev_dt, shared)
 
         next_t0 = jnp.where(keep_step, t1, t0)
+        if self.jump_ts is not None:
+            made_jump = keep_step & ends_at_jump
+            next_t0 = jnp.where(made_jump, restart_after_jump(t1), next_t0)
+        else:
+            made_jump = False
         next_t1, next_ends_at_jump = self._clip(next_t0, next_t0 + dt)
-        made_jump = keep_step & ends_at_jump if self.jump_ts is not None else False
 
         new_inv = jnp.where(keep_step, inv_error, prev_inv_error)
         new_prev_inv = jnp.where(keep_step, prev_inv_error, prev_prev_inv_error)

@@ -143,7 +143,7 @@ class Dopri8(AbstractRungeKutta):
 
     Eighth order, with an embedded seventh-order error estimate. Thirteen stages
     plus a fourteenth at `(t1, y1)` that is reused as the next step's first
-    (first-same-as-last), so twelve new vector-field evaluations per accepted step.
+    (first-same-as-last), so thirteen new vector-field evaluations per accepted step.
     Dense output is a sextic in the step fraction built from the 14 stages, with no
     extra evaluations; it is only fifth-order accurate. For non-stiff problems at
     tight tolerances.
