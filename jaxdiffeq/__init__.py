@@ -33,6 +33,8 @@ from ._interpolation import (
 from ._progress import (
     AbstractProgressMeter as AbstractProgressMeter,
     NoProgressMeter as NoProgressMeter,
+    TextProgressMeter as TextProgressMeter,
+    TqdmProgressMeter as TqdmProgressMeter,
 )
 from ._results import (
     RESULTS as RESULTS,

@@ -12,6 +12,7 @@ reference (where it has one), and the compile and run times, measured separately
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -283,6 +284,8 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--t1 must differ from the start time t0 = {t0:g}")
     if args.points < 2:
         parser.error("--points must be at least 2")
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        parser.error(f"--plot: the folder of {args.plot!r} does not exist")
     reference = problem.reference if t1 == problem.t1 else None
     repeats = args.repeats or (1 if args.progress else 3)
 

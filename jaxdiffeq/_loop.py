@@ -105,12 +105,12 @@ class StepState(eqx.Module):
 
 
 class LastStep(eqx.Module):
-    """What the output writes need from the last attempted step."""
+    """What the output writes need from the last attempted step, besides the new
+    state itself (which is the step's end value when there is something to write)."""
 
     tprev: Array
     tnext: Array
-    y1: PyTree[Array]
-    dense_info: PyTree[Array]
+    dense_info: PyTree[Array] | None  # only when something interpolates
     write: Array  # the step was accepted and has outputs to write
 
 
@@ -240,11 +240,13 @@ def run(
         ts_indices=ts_indices,
         progress_state=progress_meter.init() if use_progress else None,
     )
+    needs_dense_info = dense or any(sub.ts is not None for sub in subs)
     init_last = LastStep(
         tprev=t0,
         tnext=t0,
-        y1=y0,
-        dense_info=jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), info_shape),
+        dense_info=jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), info_shape)
+        if needs_dense_info
+        else None,
         write=jnp.asarray(False),
     )
 
@@ -313,7 +315,8 @@ def run(
         advance = active & (result == 0)
         accept = advance & keep_step
         if use_progress:
-            fraction = jnp.where(t1 > t0, (next_tprev - t0) / (t1 - t0), 1.0)
+            reached = jnp.where(advance, next_tprev, step.tprev)
+            fraction = jnp.where(t1 > t0, (reached - t0) / (t1 - t0), 1.0)
             progress_state = progress_meter.step(step.progress_state, fraction)
         else:
             progress_state = None
@@ -346,8 +349,7 @@ def run(
         last = LastStep(
             tprev=step.tprev,
             tnext=step.tnext,
-            y1=y1,
-            dense_info=dense_info,
+            dense_info=dense_info if needs_dense_info else None,
             write=jnp.asarray(write),
         )
         return new_step, last
@@ -368,6 +370,7 @@ def run(
     def write_outputs(state: State, last: LastStep) -> State:
         step = state.step
         write = last.write
+        y1 = step.y  # the end of the last step wherever `write` is true
         if any(sub.ts is not None for sub in subs):
             interpolation = interpolation_cls(
                 t0=last.tprev, t1=last.tnext, **last.dense_info
@@ -379,16 +382,14 @@ def run(
         for sub, lay, s, index in zip(
             subs, layouts, state.save_states, step.ts_indices
         ):
-            s, index = save_ts(
-                sub, lay, s, index, interpolation, last.tnext, last.y1, write
-            )
+            s, index = save_ts(sub, lay, s, index, interpolation, last.tnext, y1, write)
             if sub.steps:
                 count = step.num_accepted_steps
                 pred = write & (count % sub.steps == 0)
                 row = lay.offset_steps + jnp.clip(
                     count // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
                 )
-                s = write_row(sub, s, row, last.tnext, last.y1, pred)
+                s = write_row(sub, s, row, last.tnext, y1, pred)
             save_states.append(s)
             ts_indices.append(index)
         if dense:
