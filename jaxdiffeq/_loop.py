@@ -111,7 +111,8 @@ class LastStep(eqx.Module):
     tprev: Array
     tnext: Array
     dense_info: PyTree[Array] | None  # only when something interpolates
-    write: Array  # the step was accepted and has outputs to write
+    write: Array  # the step was accepted and has outputs still to write
+    fresh: Array  # the step was just accepted (its steps/dense rows are due)
 
 
 class State(eqx.Module):
@@ -167,26 +168,20 @@ def run(
         index = jnp.minimum(ts_index, lay.num_ts - 1)
         return (ts_index < lay.num_ts) & (sub.ts[index] <= tnext)
 
-    def save_ts(sub, lay, save_state, ts_index, interpolation, tnext, y1, pred_step):
-        """Write every `SaveAt.ts` output in `(tprev, tnext]` (a short loop)."""
+    def save_next_ts(sub, lay, save_state, ts_index, interpolation, tnext, y1, pred):
+        """Write the next `SaveAt.ts` output if it lies in the last step. One output
+        per call: a step with several outputs is visited again by the outer loop
+        before stepping resumes (rare, and cheaper than a nested loop)."""
         if sub.ts is None:
             return save_state, ts_index
-
-        def pending(carry):
-            return pred_step & ts_pending(sub, lay, carry[1], tnext)
-
-        def body(carry):
-            s, index = carry
-            pred = lane_mask(pending(carry))
-            t = sub.ts[jnp.minimum(index, lay.num_ts - 1)]
-            y_t = interpolation.evaluate(t)
-            # At the end of the step use the step's own value, not the interpolant
-            # (exact, and no rounding from the polynomial).
-            y_t = _tree_where(t == tnext, y1, y_t)
-            s = write_row(sub, s, lay.offset_ts + index, t, y_t, pred)
-            return s, index + pred
-
-        return while_loop(lambda c: any_lane(pending(c)), body, (save_state, ts_index))
+        pred = pred & ts_pending(sub, lay, ts_index, tnext)
+        t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
+        y_t = interpolation.evaluate(t)
+        # At the end of the step use the step's own value, not the interpolant
+        # (exact, and no rounding from the polynomial).
+        y_t = _tree_where(t == tnext, y1, y_t)
+        save_state = write_row(sub, save_state, lay.offset_ts + ts_index, t, y_t, pred)
+        return save_state, ts_index + pred
 
     # Initial outputs: t0, and any `ts` equal to t0 (no step contains them; they
     # are a prefix of the sorted `ts`, written without a loop).
@@ -248,6 +243,7 @@ def run(
         if needs_dense_info
         else None,
         write=jnp.asarray(False),
+        fresh=jnp.asarray(False),
     )
 
     def unfinished(step: StepState):
@@ -351,6 +347,7 @@ def run(
             tnext=step.tnext,
             dense_info=dense_info if needs_dense_info else None,
             write=jnp.asarray(write),
+            fresh=accept,
         )
         return new_step, last
 
@@ -367,9 +364,10 @@ def run(
 
         return while_loop(cond, body, (step, last))
 
-    def write_outputs(state: State, last: LastStep) -> State:
+    def write_outputs(state: State, last: LastStep) -> tuple[State, LastStep]:
         step = state.step
         write = last.write
+        fresh = last.fresh & write
         y1 = step.y  # the end of the last step wherever `write` is true
         if any(sub.ts is not None for sub in subs):
             interpolation = interpolation_cls(
@@ -382,10 +380,12 @@ def run(
         for sub, lay, s, index in zip(
             subs, layouts, state.save_states, step.ts_indices
         ):
-            s, index = save_ts(sub, lay, s, index, interpolation, last.tnext, y1, write)
+            s, index = save_next_ts(
+                sub, lay, s, index, interpolation, last.tnext, y1, write
+            )
             if sub.steps:
                 count = step.num_accepted_steps
-                pred = write & (count % sub.steps == 0)
+                pred = fresh & (count % sub.steps == 0)
                 row = lay.offset_steps + jnp.clip(
                     count // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
                 )
@@ -396,34 +396,41 @@ def run(
             assert max_steps is not None
             count = step.num_accepted_steps
             dense_ts = _masked_write(
-                state.dense_ts, jnp.minimum(count, max_steps), last.tnext, write
+                state.dense_ts, jnp.minimum(count, max_steps), last.tnext, fresh
             )
             dense_infos = _tree_masked_write(
                 state.dense_infos,
                 jnp.clip(count - 1, 0, max_steps - 1),
                 last.dense_info,
-                write,
+                fresh,
             )
         else:
             dense_ts = dense_infos = None
+        pending = [
+            ts_pending(sub, lay, index, last.tnext)
+            for sub, lay, index in zip(subs, layouts, ts_indices)
+        ]
+        still = write & jnp.any(jnp.stack(pending)) if pending else jnp.asarray(False)
         step = eqx.tree_at(lambda s: s.ts_indices, step, ts_indices)
-        return State(step, save_states, dense_ts, dense_infos)
+        last = eqx.tree_at(
+            lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
+        )
+        return State(step, save_states, dense_ts, dense_infos), last
 
     def outer_cond(carry):
-        state, _ = carry
-        return any_lane(unfinished(state.step))
+        state, last = carry
+        return any_lane(unfinished(state.step)) | any_lane(last.write)
 
     def outer_body(carry):
         state, last = carry
         step, last = step_until_write(state.step, last)
         state = eqx.tree_at(lambda s: s.step, state, step)
-        state = write_outputs(state, last)
-        return state, eqx.tree_at(lambda x: x.write, last, jnp.zeros_like(last.write))
+        return write_outputs(state, last)
 
     init_state = State(init_step, save_states, dense_ts, dense_infos)
-    final, _ = while_loop(
-        outer_cond, outer_body, (init_state, init_last), max_steps=max_steps
-    )
+    # Unbounded here: every outer iteration either takes steps (bounded by
+    # `max_steps` in `unfinished`) or writes one of finitely many outputs.
+    final, _ = while_loop(outer_cond, outer_body, (init_state, init_last))
 
     step = final.step
     result = step.result
