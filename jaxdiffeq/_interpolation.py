@@ -111,6 +111,17 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
             k1=jtu.tree_map(lambda x: x[-1], k),
         )
 
+    @classmethod
+    def from_first_stage(cls, *, t0, t1, y0, y1, k):
+        """Build from a Runge–Kutta solver's stages when no stage sits at `t1`
+        (e.g. `Midpoint`, `Ralston`): the end slope is taken from the quadratic
+        through `y0` and `y1` with the first stage as slope at `t0`, so the cubic
+        reduces to that quadratic (second order in value, first in derivative at
+        worst, and free of the error of a stage evaluated elsewhere)."""
+        k0 = jtu.tree_map(lambda x: x[0], k)
+        k1 = jtu.tree_map(lambda a, b, c: 2 * (b - a) - c, y0, y1, k0)
+        return cls(t0=t0, t1=t1, y0=y0, y1=y1, k0=k0, k1=k1)
+
     def evaluate(self, t0, t1=None, left=True):
         if t1 is not None:
             return _increment(self, t0, t1, left)

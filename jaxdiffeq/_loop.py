@@ -152,7 +152,8 @@ def run(
     use_progress = not isinstance(progress_meter, NoProgressMeter)
     # Steps ending within ~100 ulp of t1 are stretched to t1, so that no tiny
     # (numerically meaningless) last step is taken.
-    ulp = jnp.abs(jnp.nextafter(t1, jnp.asarray(jnp.inf, time_dtype)) - t1)
+    t1_const = lax.stop_gradient(t1)
+    ulp = jnp.abs(jnp.nextafter(t1_const, jnp.asarray(jnp.inf, time_dtype)) - t1_const)
     t1_floor = t1 - 100 * ulp
 
     def write_row(sub, save_state, row, t, y, pred):
@@ -214,8 +215,13 @@ def run(
     if dense:
         assert max_steps is not None
         dense_ts = jnp.full((max_steps + 1,), jnp.inf, time_dtype).at[0].set(t0)
+        # Row 0 starts as the information of a zero-length step at t0, so that
+        # the dense output of a solve with t0 == t1 is y0.
+        info_at_t0 = solver.step(terms, t0, t0, y0, args, solver_state, made_jump)[2]
         dense_infos = jtu.tree_map(
-            lambda x: jnp.zeros((max_steps, *x.shape), x.dtype), info_shape
+            lambda x, x0: jnp.zeros((max_steps, *x.shape), x.dtype).at[0].set(x0),
+            info_shape,
+            info_at_t0,
         )
     else:
         dense_ts = dense_infos = None

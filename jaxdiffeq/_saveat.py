@@ -42,6 +42,10 @@ class SubSaveAt(eqx.Module):
                 raise ValueError(
                     f"`SaveAt(ts=...)` must be one-dimensional, got shape {ts.shape}."
                 )
+            if ts.shape[0] == 0:
+                raise ValueError(
+                    "`SaveAt(ts=...)` is empty; pass at least one time, or `ts=None`."
+                )
         self.ts = ts
         if isinstance(steps, bool):
             steps = 1 if steps else 0

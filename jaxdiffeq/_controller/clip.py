@@ -1,6 +1,7 @@
 """`ClipStepSizeController`: make another controller land on given times."""
 
 import equinox as eqx
+import jax.lax as lax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Real
 
@@ -38,16 +39,26 @@ def clip_to_times(next_t0, next_t1, step_ts, jump_ts):
     if jump_ts is not None:
         t_jump = _next_time_after(jump_ts, next_t0)
         ends_at_jump = t_jump <= next_t1
-        before_jump = jnp.nextafter(t_jump, jnp.asarray(-jnp.inf, t_jump.dtype))
+        before_jump = _shift_ulps(t_jump, -1)
         next_t1 = jnp.where(ends_at_jump, before_jump, next_t1)
     return next_t1, ends_at_jump
+
+
+def _shift_ulps(t, n: int):
+    """`t` moved by `n` units in the last place (the shift carries no gradient:
+    `nextafter` has no derivative rule)."""
+    t_const = lax.stop_gradient(t)
+    towards = jnp.asarray(jnp.inf if n > 0 else -jnp.inf, jnp.result_type(t))
+    shifted = t_const
+    for _ in range(abs(n)):
+        shifted = jnp.nextafter(shifted, towards)
+    return t + (shifted - t_const)
 
 
 def restart_after_jump(t_end):
     """The start of the step after one that stopped one ulp before a jump time: one
     ulp after the jump."""
-    up = jnp.asarray(jnp.inf, jnp.result_type(t_end))
-    return jnp.nextafter(jnp.nextafter(t_end, up), up)
+    return _shift_ulps(t_end, 2)
 
 
 class ClipStepSizeController(AbstractStepSizeController):

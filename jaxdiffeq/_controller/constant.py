@@ -84,12 +84,23 @@ class StepTo(AbstractStepSizeController):
         return eqx.tree_at(lambda c: c.ts, self, self.ts * direction)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        del terms, t0, t1, y0, args, func, error_order
+        del terms, y0, args, func, error_order
         if dt0 is not None:
             raise ValueError(
                 "`StepTo` takes its steps from `ts`; pass `dt0=None` to `diffeqsolve`."
             )
-        return self.ts[1], jnp.asarray(2, dtype=jnp.int32)
+        ts = eqx.error_if(
+            self.ts,
+            (self.ts[0] != t0) | (self.ts[-1] != t1),
+            "`StepTo(ts)` must start at `t0` and end at `t1` (ts[0] == t0, "
+            "ts[-1] == t1).",
+        )
+        ts = eqx.error_if(
+            ts,
+            jnp.any(jnp.diff(ts) <= 0),
+            "`StepTo(ts)` must be strictly monotonic in the direction of integration.",
+        )
+        return ts[1], jnp.asarray(2, dtype=jnp.int32)
 
     def adapt_step_size(
         self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state

@@ -21,8 +21,8 @@ class Midpoint(AbstractRungeKutta):
     """The explicit midpoint method: a full step with the slope at the midpoint.
 
     Second order, two stages, not FSAL; embedded first-order (Euler) error estimate,
-    so it works with adaptive step sizes. Cubic Hermite interpolation for dense
-    output (using the first and last stages). Non-stiff problems only.
+    so it works with adaptive step sizes. Dense output: the quadratic through both
+    ends with the first stage as initial slope. Non-stiff problems only.
 
     ```python
     import jax.numpy as jnp
@@ -36,7 +36,9 @@ class Midpoint(AbstractRungeKutta):
     """
 
     tableau: ClassVar[ButcherTableau] = _tableau
-    interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
+    interpolation_cls: ClassVar = (
+        ThirdOrderHermitePolynomialInterpolation.from_first_stage
+    )
 
     def order(self, terms):
         del terms

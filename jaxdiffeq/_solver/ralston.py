@@ -22,8 +22,8 @@ class Ralston(AbstractRungeKutta):
     truncation-error bound (Ralston, 1962).
 
     Second order, two stages, not FSAL; embedded first-order (Euler) error estimate,
-    so it works with adaptive step sizes. Cubic Hermite interpolation for dense
-    output (using the first and last stages). Non-stiff problems only.
+    so it works with adaptive step sizes. Dense output: the quadratic through both
+    ends with the first stage as initial slope. Non-stiff problems only.
 
     ```python
     import jax.numpy as jnp
@@ -37,7 +37,9 @@ class Ralston(AbstractRungeKutta):
     """
 
     tableau: ClassVar[ButcherTableau] = _tableau
-    interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
+    interpolation_cls: ClassVar = (
+        ThirdOrderHermitePolynomialInterpolation.from_first_stage
+    )
 
     def order(self, terms):
         del terms
