@@ -376,6 +376,7 @@ def run(
         fresh = last.fresh & write
         y1 = step.y  # the end of the last step wherever `write` is true
         if any(sub.ts is not None for sub in subs):
+            assert last.dense_info is not None
             interpolation = interpolation_cls(
                 t0=last.tprev, t1=last.tnext, **last.dense_info
             )
