@@ -303,7 +303,9 @@ def run(
                 code = code.value
             result = jnp.where(result == 0, code, result)
         leaves = jtu.tree_leaves(y1)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        finite = jnp.asarray(True)
+        for x in leaves:
+            finite = finite & jnp.all(jnp.isfinite(x))
         result = jnp.where(
             (result == 0) & keep_step & ~finite, RESULTS.nonfinite_value.value, result
         )

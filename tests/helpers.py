@@ -1,0 +1,84 @@
+"""Shared by the test modules: the list of solvers with their known orders, and
+small problems with exact solutions.
+
+Adding an explicit Runge–Kutta method means adding one entry to `SOLVERS`.
+"""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+import jaxdiffeq as jd
+
+
+class SolverCase(NamedTuple):
+    """A solver and the orders it is known (from the literature) to have."""
+
+    name: str
+    solver: jd.AbstractSolver
+    order: int  # global order of convergence on ODEs
+    # Global order of `Solution.evaluate` between step ends: min(order, q + 1) for
+    # an interpolant whose local error is O(h^(q+1)).
+    dense_order: int
+    # Global order of `Solution.derivative`: min(order, q).
+    derivative_order: int
+
+
+SOLVERS = [
+    SolverCase("Euler", jd.Euler(), 1, 1, 1),  # linear interpolation, q = 1
+    SolverCase("Heun", jd.Heun(), 2, 2, 2),  # cubic Hermite, q = 3
+    # Quadratic through both ends with the first stage as slope at t0, q = 2.
+    SolverCase("Midpoint", jd.Midpoint(), 2, 2, 2),
+    SolverCase("Ralston", jd.Ralston(), 2, 2, 2),
+    SolverCase("Bosh3", jd.Bosh3(), 3, 3, 3),  # cubic Hermite (FSAL, exact ends)
+    SolverCase("Tsit5", jd.Tsit5(), 5, 5, 4),  # Tsitouras' quartic, q = 4
+    SolverCase("Dopri5", jd.Dopri5(), 5, 5, 4),  # Shampine's quartic, q = 4
+    SolverCase("Dopri8", jd.Dopri8(), 8, 6, 5),  # fifth-order dense output, q = 5
+    SolverCase("HalfSolver(Euler)", jd.HalfSolver(jd.Euler()), 1, 1, 1),
+    SolverCase("HalfSolver(Heun)", jd.HalfSolver(jd.Heun()), 2, 2, 2),
+]
+SOLVER_IDS = [case.name for case in SOLVERS]
+
+
+def fitted_order(dts, errors) -> float:
+    """Least-squares slope of log(error) against log(dt)."""
+    return float(np.polyfit(np.log(np.asarray(dts)), np.log(np.asarray(errors)), 1)[0])
+
+
+# y' = y cos(t): non-autonomous and scalar (shape ()), y(t) = y0 exp(sin t).
+def cos_vector_field(t, y, args):
+    del args
+    return y * jnp.cos(t)
+
+
+def cos_exact(t, y0):
+    t = np.asarray(t, dtype=np.float64)
+    return np.exp(np.sin(t))[(...,) + (None,) * np.ndim(y0)] * np.asarray(y0)
+
+
+# The logistic equation y' = y (1 - y): nonlinear and autonomous;
+# y(t) = 1 / (1 + (1 / y0 - 1) exp(-t)) for a vector state y0.
+def logistic_vector_field(t, y, args):
+    del t, args
+    return y * (1 - y)
+
+
+def logistic_exact(t, y0):
+    t = np.asarray(t, dtype=np.float64)[..., None]
+    y0 = np.asarray(y0)
+    return 1 / (1 + (1 / y0 - 1) * np.exp(-t))
+
+
+def lorenz(t, y, args):
+    """The Lorenz system; `args = (sigma, rho, beta)` or `None` for the classical
+    (10, 28, 8/3)."""
+    del t
+    sigma, rho, beta = (10.0, 28.0, 8.0 / 3.0) if args is None else args
+    return jnp.stack(
+        [
+            sigma * (y[1] - y[0]),
+            y[0] * (rho - y[2]) - y[1],
+            y[0] * y[1] - beta * y[2],
+        ]
+    )
