@@ -51,24 +51,21 @@ def adaptive_solvers() -> dict[str, type[jd.AbstractSolver]]:
     return solvers
 
 
+def _finite_float(text: str, *, non_negative: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or (non_negative and value < 0):
+        bound = " >= 0" if non_negative else ""
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number{bound}, got {text!r}"
+        )
+    return value
+
+
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+    return _finite_float(text, non_negative=True)
 
 
 def _positive_int(text: str) -> int:
