@@ -110,21 +110,38 @@ class ButcherTableau(eqx.Module):
         return np.concatenate([[self.c1], np.asarray(self.c, dtype=float)])
 
 
-def _weighted_sum(weights: np.ndarray, k):
-    """`sum_i weights[i] * k[i]` over the leading (stage) axis of every leaf.
+# Where the stage axis of the stage buffer goes. For small state leaves it is the
+# *last* axis: the stage sums then contract the minor axis, which under `vmap` (batch
+# axis first) needs no transposing copy of the buffer at every stage (measured: the
+# vmapped Lorenz benchmark runs in 0.6x the time). For larger leaves it is the
+# leading axis, which suits an unbatched solve (a contiguous axpy per stage, rather
+# than many short dot products). Dense output always gets the stage axis first.
+_STAGES_LAST_MAX_SIZE = 64
+
+
+def _stages_last(x) -> bool:
+    return x.size <= _STAGES_LAST_MAX_SIZE
+
+
+def _stage(buf, i, last: bool):
+    return buf[..., i] if last else buf[i]
+
+
+def _weighted_sum(weights: np.ndarray, k, layout):
+    """`sum_i weights[i] * k_i` over the stage axis of every leaf.
 
     The weights are constants, so the sum is written out over the non-zero ones: it
     fuses into one elementwise kernel. (A `dot` would also stop XLA's CPU backend
     from compiling a small step loop into a single kernel.)
     """
 
-    def leaf(x):
-        terms = [float(w) * x[i] for i, w in enumerate(weights) if w != 0]
+    def leaf(x, last):
+        terms = [float(w) * _stage(x, i, last) for i, w in enumerate(weights) if w]
         if not terms:
-            return jnp.zeros_like(x[0])
+            return jnp.zeros_like(_stage(x, 0, last))
         return sum(terms[1:], start=terms[0]).astype(x.dtype)
 
-    return jtu.tree_map(leaf, k)
+    return jtu.tree_map(leaf, k, layout)
 
 
 class AbstractRungeKutta(AbstractAdaptiveSolver):
@@ -157,8 +174,27 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         nodes = tableau.nodes()
         a = tableau.a_matrix()
 
-        dtype_of = jtu.tree_map(lambda x: x.dtype, y0)
-        k = jtu.tree_map(lambda x: jnp.zeros((s, *x.shape), x.dtype), y0)
+        layout = jtu.tree_map(_stages_last, y0)
+        k = jtu.tree_map(
+            lambda x, last: jnp.zeros(
+                (*x.shape, s) if last else (s, *x.shape), x.dtype
+            ),
+            y0,
+            layout,
+        )
+
+        def store(k, k_i, i):
+            return jtu.tree_map(
+                lambda buf, x, last: lax.dynamic_update_index_in_dim(
+                    buf,
+                    x.astype(buf.dtype)[..., None] if last else x.astype(buf.dtype),
+                    i,
+                    buf.ndim - 1 if last else 0,
+                ),
+                k,
+                k_i,
+                layout,
+            )
 
         if fsal:
             if made_jump is False:
@@ -170,7 +206,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
                     lambda: solver_state,
                 )
             k0 = terms.prod(f0, control)
-            k = jtu.tree_map(lambda buf, x: buf.at[0].set(x.astype(buf.dtype)), k, k0)
+            k = store(k, k0, 0)
             first = 1
             vf_init = f0
         else:
@@ -181,21 +217,21 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             k, _ = carry
             i, a_row, node = xs
             y_i = jtu.tree_map(
-                lambda y, kk: y + jnp.tensordot(a_row.astype(kk.dtype), kk, axes=1),
+                lambda y, kk, last: (
+                    y
+                    + (
+                        kk @ a_row.astype(kk.dtype)
+                        if last
+                        else jnp.tensordot(a_row.astype(kk.dtype), kk, axes=1)
+                    )
+                ),
                 y0,
                 k,
+                layout,
             )
             vf = terms.vf(t0 + node * h, y_i, args)
             k_i = terms.prod(vf, control)
-            k = jtu.tree_map(
-                lambda buf, x, dt: lax.dynamic_update_index_in_dim(
-                    buf, x.astype(dt), i, 0
-                ),
-                k,
-                k_i,
-                dtype_of,
-            )
-            return (k, vf), None
+            return (store(k, k_i, i), vf), None
 
         if vf_init is None:
             vf_init = jax.eval_shape(lambda: terms.vf(t0, y0, args))
@@ -208,8 +244,13 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         )
         (k, vf_last), _ = lax.scan(stage, (k, vf_init), xs)
 
-        y1 = jtu.tree_map(lambda y, d: y + d, y0, _weighted_sum(tableau.b_sol, k))
-        y_error = _weighted_sum(tableau.b_error, k)
-        dense_info = dict(y0=y0, y1=y1, k=k)
+        y1 = jtu.tree_map(
+            lambda y, d: y + d, y0, _weighted_sum(tableau.b_sol, k, layout)
+        )
+        y_error = _weighted_sum(tableau.b_error, k, layout)
+        k_dense = jtu.tree_map(
+            lambda x, last: jnp.moveaxis(x, -1, 0) if last else x, k, layout
+        )
+        dense_info = dict(y0=y0, y1=y1, k=k_dense)
         new_state = vf_last if fsal else None
         return y1, y_error, dense_info, new_state, RESULTS.successful
