@@ -202,24 +202,33 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
         self.k = k
 
     def _weights(self, t, derivative: bool):
+        """The `(stages,)` weights at `t`, by Horner's rule on constant columns.
+        Elementwise on purpose: a matrix product here costs noticeably more to
+        compile, and this runs inside the step loop."""
         s = _fraction(t, self.t0, self.t1)
         c = np.asarray(self.coefficients)
         if derivative:
             c = c * np.arange(1, c.shape[1] + 1)
-            powers = [s**j for j in range(c.shape[1])]
-        else:
-            powers = [s ** (j + 1) for j in range(c.shape[1])]
-        powers = jnp.stack(powers)
-        return jnp.asarray(c, dtype=powers.dtype) @ powers
+        dtype = jnp.result_type(s)
+        w = jnp.asarray(c[:, -1], dtype)
+        for j in range(c.shape[1] - 2, -1, -1):
+            w = w * s + jnp.asarray(c[:, j], dtype)
+        return w if derivative else w * s
+
+    def _combine(self, w, k):
+        """`sum_i w[i] k[i]` written out over the stages (no `dot`, see above)."""
+        w = w.astype(k.dtype)
+        total = w[0] * k[0]
+        for i in range(1, k.shape[0]):
+            total = total + w[i] * k[i]
+        return total
 
     def evaluate(self, t0, t1=None, left=True):
         if t1 is not None:
             return _increment(self, t0, t1, left)
         w = self._weights(t0, derivative=False)
         return jtu.tree_map(
-            lambda y, k: (y + jnp.tensordot(w.astype(k.dtype), k, 1)).astype(y.dtype),
-            self.y0,
-            self.k,
+            lambda y, k: (y + self._combine(w, k)).astype(y.dtype), self.y0, self.k
         )
 
     def derivative(self, t, left=True):
@@ -228,4 +237,4 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
         # A zero-length step has zero increments; keep the derivative finite there.
         safe_dt = jnp.where(dt == 0, 1, dt)
         w = self._weights(t, derivative=True) / safe_dt
-        return jtu.tree_map(lambda k: jnp.tensordot(w.astype(k.dtype), k, 1), self.k)
+        return jtu.tree_map(lambda k: self._combine(w, k), self.k)
