@@ -47,7 +47,7 @@ def make_solver(unvmap_dt: bool):
 
 def main():
     key = jax.random.PRNGKey(0)
-    y0 = jnp.ones(3) + 0.1 * jax.random.normal(key, (256, 3))
+    y0 = jnp.ones((1, 3)) + 0.1 * jax.random.normal(key, (256, 3))
     for unvmap_dt in (False, True):
         solve = make_solver(unvmap_dt)
         ys, num_steps, result = jax.block_until_ready(solve(y0))
