@@ -5,6 +5,7 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -218,9 +219,12 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
     def _combine(self, w, k):
         """`sum_i w[i] k[i]` written out over the stages (no `dot`, see above)."""
         w = w.astype(k.dtype)
-        total = w[0] * k[0]
-        for i in range(1, k.shape[0]):
-            total = total + w[i] * k[i]
+        total = None
+        for i in range(k.shape[0]):
+            term = lax.index_in_dim(w, i, keepdims=False) * lax.index_in_dim(
+                k, i, keepdims=False
+            )
+            total = term if total is None else total + term
         return total
 
     def evaluate(self, t0, t1=None, left=True):

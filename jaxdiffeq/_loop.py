@@ -209,9 +209,23 @@ def run(
         save_states.append(SaveState(ts=ts_buffer, ys=jtu.tree_map(fill, out0)))
         ts_indices.append(ts_index)
 
+    # One jitted view of the solver step, shared by the shape query here and the
+    # loop body: the second use is a hit in JAX's trace cache, which saves tracing
+    # the step (and the vector field) once more at compile time. Arguments are cast
+    # to fixed dtypes so that both uses have the same abstract values.
+    @jax.jit
+    def solver_step(tprev, tnext, y, state, jump):
+        return solver.step(
+            terms, tprev, tnext, y, args, state, jump if can_jump else False
+        )
+
+    def as_time(t):
+        return jnp.asarray(t, time_dtype)
+
+    jump0 = jnp.asarray(made_jump, bool) if can_jump else None
     info_shape = jax.eval_shape(
-        lambda: solver.step(terms, t0, tnext, y0, args, solver_state, made_jump)[2]
-    )
+        solver_step, as_time(t0), as_time(tnext), y0, solver_state, jump0
+    )[2]
     if dense:
         assert max_steps is not None
         dense_ts = jnp.full((max_steps + 1,), jnp.inf, time_dtype).at[0].set(t0)
@@ -262,14 +276,12 @@ def run(
         """Attempt one step, let the controller decide on it, and update the small
         state (masked, for lanes that have finished)."""
         active = lane_mask(unfinished(step))
-        y1, y_error, dense_info, new_solver_state, solver_result = solver.step(
-            terms,
-            step.tprev,
-            step.tnext,
+        y1, y_error, dense_info, new_solver_state, solver_result = solver_step(
+            as_time(step.tprev),
+            as_time(step.tnext),
             step.y,
-            args,
             step.solver_state,
-            step.made_jump if can_jump else False,
+            jnp.asarray(step.made_jump, bool) if can_jump else None,
         )
         (
             keep_step,

@@ -150,7 +150,7 @@ def _check_vector_field(terms, t0, y0, args):
             if isinstance(leaf, ODETerm):
                 out = jax.eval_shape(leaf.vf, t0, y0, args)
                 _compare_with_state(out, y0, "The vector field")
-    if isinstance(terms, AbstractTerm):
+    if isinstance(terms, AbstractTerm) and not isinstance(terms, ODETerm):
         out = jax.eval_shape(
             lambda: terms.prod(terms.vf(t0, y0, args), terms.contr(t0, t0))
         )

@@ -123,8 +123,8 @@ def _stages_last(x) -> bool:
     return x.size <= _STAGES_LAST_MAX_SIZE
 
 
-def _stage(buf, i, last: bool):
-    return buf[..., i] if last else buf[i]
+def _stage(buf, i: int, last: bool):
+    return lax.index_in_dim(buf, i, buf.ndim - 1 if last else 0, keepdims=False)
 
 
 def _weighted_sum(weights: np.ndarray, k, layout):
