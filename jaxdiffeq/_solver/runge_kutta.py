@@ -114,9 +114,19 @@ class ButcherTableau(eqx.Module):
 # *last* axis: the stage sums then contract the minor axis, which under `vmap` (batch
 # axis first) needs no transposing copy of the buffer at every stage (measured: the
 # vmapped Lorenz benchmark runs in 0.6x the time). For larger leaves it is the
-# leading axis, which suits an unbatched solve (a contiguous axpy per stage, rather
-# than many short dot products). Dense output always gets the stage axis first.
+# leading axis, which suits an unbatched solve: the combination is a multiply and a
+# reduction over the leading axis (fused, contiguous), which measured faster than a
+# `dot` (~0.8 us less per Tsit5 step at dimension 100). Dense output always gets the
+# stage axis first.
 _STAGES_LAST_MAX_SIZE = 64
+
+
+def _stage_combination(k, weights, last: bool):
+    """`sum_j weights[j] k_j` for traced weights (one row of the tableau)."""
+    weights = weights.astype(k.dtype)
+    if last:
+        return k @ weights
+    return jnp.sum(weights.reshape((-1,) + (1,) * (k.ndim - 1)) * k, axis=0)
 
 
 def _stages_last(x) -> bool:
@@ -217,14 +227,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             k, _ = carry
             i, a_row, node = xs
             y_i = jtu.tree_map(
-                lambda y, kk, last: (
-                    y
-                    + (
-                        kk @ a_row.astype(kk.dtype)
-                        if last
-                        else jnp.tensordot(a_row.astype(kk.dtype), kk, axes=1)
-                    )
-                ),
+                lambda y, kk, last: y + _stage_combination(kk, a_row, last),
                 y0,
                 k,
                 layout,
