@@ -38,13 +38,52 @@ def _is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
 
 
-def _check(pred, message: str, attach, at_runtime: bool):
-    """A value check that `diffeqsolve` could not do eagerly (its inputs were
-    traced): attach it to `attach` as a runtime error. Skipped (no cost in the
-    compiled program) when the eager check has already been done."""
-    if not at_runtime:
-        return attach
-    return eqx.error_if(attach, pred, message)
+def _time_checks(t0, t1, dt0):
+    """(failure predicate, message) for the values of `t0`, `t1`, `dt0`."""
+    checks = [(~jnp.isfinite(t0) | ~jnp.isfinite(t1), "`t0` and `t1` must be finite.")]
+    if dt0 is not None:
+        checks += [
+            (
+                (dt0 == 0) | jnp.isnan(dt0),
+                "`dt0` must be a non-zero number (got zero or NaN).",
+            ),
+            (
+                (t0 != t1) & (dt0 * (t1 - t0) < 0),
+                "`dt0` points away from `t1`: its sign must be that of `t1 - t0`.",
+            ),
+        ]
+    return checks
+
+
+def _ts_checks(ts, t0, t1):
+    """(failure predicate, message) for the values of one `SaveAt(ts)`."""
+    if ts.shape[0] == 0:
+        return []
+    sign = jnp.where(t0 <= t1, 1, -1)
+    return [
+        (
+            jnp.any(jnp.diff(ts) * sign < 0),
+            "`SaveAt(ts=...)` must be sorted in the direction of integration.",
+        ),
+        (
+            jnp.any(((ts - t0) * sign < 0) | ((t1 - ts) * sign < 0)),
+            "`SaveAt(ts=...)` must lie inside [t0, t1].",
+        ),
+    ]
+
+
+def _raise_now(checks):
+    """The checks of concrete values: raise `ValueError` for the first failure."""
+    for pred, message in checks:
+        if bool(pred):
+            raise ValueError(message)
+
+
+def _raise_at_runtime(checks, attach):
+    """The checks of traced values: attached to `attach` as runtime errors."""
+    for pred, message in checks:
+        attach = eqx.error_if(attach, pred, message)
+    return attach
 
 
 def _is_term(x):
@@ -198,25 +237,14 @@ def _solve(
         dt0 = jnp.asarray(dt0, time_dtype)
 
     direction = jnp.where(t0 <= t1, 1, -1).astype(time_dtype)
-    t0 = _check(
-        ~jnp.isfinite(t0) | ~jnp.isfinite(t1),
-        "`t0` and `t1` must be finite.",
-        t0,
-        check_times,
-    )
-    if dt0 is not None:
-        t0 = _check(
-            (dt0 == 0) | jnp.isnan(dt0),
-            "`dt0` must be a non-zero number (got zero or NaN).",
-            t0,
-            check_times,
-        )
-        t0 = _check(
-            (t0 != t1) & (dt0 * (t1 - t0) < 0),
-            "`dt0` points away from `t1`: its sign must be that of `t1 - t0`.",
-            t0,
-            check_times,
-        )
+    # Checks that `diffeqsolve` could not do eagerly (their inputs were traced).
+    if check_times:
+        t0 = _raise_at_runtime(_time_checks(t0, t1, dt0), t0)
+    if check_ts:
+        for sub in subs:
+            if sub.ts is not None:
+                ts = jnp.asarray(sub.ts, time_dtype)
+                t0 = _raise_at_runtime(_ts_checks(ts, t0, t1), t0)
 
     # Everything below runs on the forward axis tau = direction * t.
     tau0 = t0 * direction
@@ -228,19 +256,6 @@ def _solve(
     for sub in subs:
         if sub.ts is not None:
             ts = jnp.asarray(sub.ts, time_dtype) * direction
-            if ts.shape[0] > 0:
-                tau0 = _check(
-                    jnp.any(ts[1:] < ts[:-1]),
-                    "`SaveAt(ts=...)` must be sorted in the direction of integration.",
-                    tau0,
-                    check_ts,
-                )
-                tau0 = _check(
-                    jnp.any((ts < tau0) | (ts > tau1)),
-                    "`SaveAt(ts=...)` must lie inside [t0, t1].",
-                    tau0,
-                    check_ts,
-                )
             sub = eqx.tree_at(lambda s: s.ts, sub, ts)
         subs_fwd.append(sub)
 
@@ -433,31 +448,12 @@ def diffeqsolve(
     # same checks into runtime errors.
     check_times = not _is_concrete((t0, t1, dt0))
     if not check_times:
-        t0_, t1_ = np.asarray(t0), np.asarray(t1)
-        if not (np.isfinite(t0_) and np.isfinite(t1_)):
-            raise ValueError("`t0` and `t1` must be finite.")
-        if dt0 is not None:
-            dt0_ = np.asarray(dt0)
-            if dt0_ == 0 or np.isnan(dt0_):
-                raise ValueError("`dt0` must be a non-zero number (got zero or NaN).")
-            if t0_ != t1_ and dt0_ * (t1_ - t0_) < 0:
-                raise ValueError(
-                    "`dt0` points away from `t1`: its sign must be that of `t1 - t0`."
-                )
-    ts_list = [sub.ts for sub in subs if sub.ts is not None]
+        _raise_now(_time_checks(t0, t1, dt0))
+    ts_list = [jnp.asarray(sub.ts) for sub in subs if sub.ts is not None]
     check_ts = not _is_concrete((ts_list, t0, t1))
     if not check_ts:
         for ts in ts_list:
-            if ts.size == 0:
-                continue
-            ts_, t0_, t1_ = (np.asarray(x) for x in (ts, t0, t1))
-            sign = 1 if t1_ >= t0_ else -1
-            if np.any(np.diff(ts_) * sign < 0):
-                raise ValueError(
-                    "`SaveAt(ts=...)` must be sorted in the direction of integration."
-                )
-            if np.any((ts_ - t0_) * sign < 0) or np.any((t1_ - ts_) * sign < 0):
-                raise ValueError("`SaveAt(ts=...)` must lie inside [t0, t1].")
+            _raise_now(_ts_checks(ts, t0, t1))
     _check_vector_field(terms, t0, y0, args)
     return _solve(
         terms,
