@@ -169,6 +169,14 @@ def run(
         index = jnp.minimum(ts_index, lay.num_ts - 1)
         return (ts_index < lay.num_ts) & (sub.ts[index] <= tnext)
 
+    def any_ts_pending(ts_indices, tnext):
+        """Whether any `SubSaveAt` has its next `ts` output at or before `tnext`."""
+        pending = jnp.asarray(False)
+        for sub, lay, index in zip(subs, layouts, ts_indices):
+            if sub.ts is not None:
+                pending = pending | ts_pending(sub, lay, index, tnext)
+        return pending
+
     def save_next_ts(sub, lay, save_state, ts_index, interpolation, tnext, y1, pred):
         """Write the next `SaveAt.ts` output if it lies in the last step. One output
         per call: a step with several outputs is visited again by the outer loop
@@ -357,11 +365,7 @@ def run(
         if writes_every_step:
             write = accept
         else:
-            pending = [
-                ts_pending(sub, lay, index, step.tnext)
-                for sub, lay, index in zip(subs, layouts, step.ts_indices)
-            ]
-            write = accept & jnp.any(jnp.stack(pending)) if pending else False
+            write = accept & any_ts_pending(step.ts_indices, step.tnext)
         last = LastStep(
             tprev=step.tprev,
             tnext=step.tnext,
@@ -427,11 +431,7 @@ def run(
             )
         else:
             dense_ts = dense_infos = None
-        pending = [
-            ts_pending(sub, lay, index, last.tnext)
-            for sub, lay, index in zip(subs, layouts, ts_indices)
-        ]
-        still = write & jnp.any(jnp.stack(pending)) if pending else jnp.asarray(False)
+        still = write & any_ts_pending(ts_indices, last.tnext)
         step = eqx.tree_at(lambda s: s.ts_indices, step, ts_indices)
         last = eqx.tree_at(
             lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
