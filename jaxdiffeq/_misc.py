@@ -12,19 +12,29 @@ import jax.numpy as jnp
 from jax import custom_batching
 
 
-@custom_batching.custom_vmap
-def any_lane(pred):
-    """`pred`, reduced with logical-or across every enclosing `vmap`."""
-    return pred
+def _across_lanes(reduce, doc: str):
+    """An identity outside `vmap`; under `vmap`, `reduce` over the batch axis (then
+    again at every enclosing `vmap`), returning an unbatched value."""
+
+    @custom_batching.custom_vmap
+    def across(x):
+        return x
+
+    @across.def_vmap
+    def _rule(axis_size, in_batched, x):
+        del axis_size
+        (batched,) = in_batched
+        if batched:
+            x = reduce(x, axis=0)
+        return across(x), False
+
+    across.__doc__ = doc
+    return across
 
 
-@any_lane.def_vmap
-def _any_lane_rule(axis_size, in_batched, pred):
-    del axis_size
-    (batched,) = in_batched
-    if batched:
-        pred = jnp.any(pred, axis=0)
-    return any_lane(pred), False
+any_lane = _across_lanes(jnp.any, "`pred`, reduced with logical-or across lanes.")
+all_lanes = _across_lanes(jnp.all, "`pred`, reduced with logical-and across lanes.")
+min_lane = _across_lanes(jnp.min, "`x`, reduced with `min` across lanes.")
 
 
 @custom_batching.custom_vmap
@@ -40,33 +50,3 @@ def _lane_mask_rule(axis_size, in_batched, pred):
     if batched:
         return pred, True
     return lane_mask(pred), False
-
-
-@custom_batching.custom_vmap
-def min_lane(x):
-    """`x`, reduced with `min` across every enclosing `vmap`."""
-    return x
-
-
-@min_lane.def_vmap
-def _min_lane_rule(axis_size, in_batched, x):
-    del axis_size
-    (batched,) = in_batched
-    if batched:
-        x = jnp.min(x, axis=0)
-    return min_lane(x), False
-
-
-@custom_batching.custom_vmap
-def all_lanes(pred):
-    """`pred`, reduced with logical-and across every enclosing `vmap`."""
-    return pred
-
-
-@all_lanes.def_vmap
-def _all_lanes_rule(axis_size, in_batched, pred):
-    del axis_size
-    (batched,) = in_batched
-    if batched:
-        pred = jnp.all(pred, axis=0)
-    return all_lanes(pred), False
