@@ -243,8 +243,16 @@ class PIDController(AbstractAdaptiveStepSizeController):
             made_jump = False
         next_t1, next_ends_at_jump = self._clip(next_t0, next_t0 + dt)
 
-        new_inv = jnp.where(keep_step, inv_error, prev_inv_error)
-        new_prev_inv = jnp.where(keep_step, prev_inv_error, prev_prev_inv_error)
+        # The error history is updated only where a later step reads it (the
+        # default integral controller reads none): every carried value the step
+        # loop updates costs a kernel per step, and compile time.
+        if _is_zero(beta2) and _is_zero(beta3):
+            new_inv, new_prev_inv = prev_inv_error, prev_prev_inv_error
+        else:
+            new_inv = jnp.where(keep_step, inv_error, prev_inv_error)
+            new_prev_inv = jnp.where(keep_step, prev_inv_error, prev_prev_inv_error)
+        if self.jump_ts is None:
+            next_ends_at_jump = ends_at_jump
         state = (
             new_inv,
             new_prev_inv,

@@ -2,9 +2,9 @@
 
 One implementation serves every explicit method: the stages are computed in a
 `lax.scan` over the rows of the tableau, so the user's vector field is traced once
-whatever the number of stages (compile time is a budget). The stage increments
-`k_i = prod(vf(t0 + c_i h, y_i), control)` are kept in a `(stages, *y)` buffer that
-the scan writes in place.
+whatever the number of stages (compile time is a budget). The stage values
+`f_i = vf(t0 + c_i h, y_i)` are kept in a buffer with one more axis (the stage axis)
+that the scan writes in place.
 """
 
 from typing import ClassVar
@@ -184,28 +184,11 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         nodes = tableau.nodes()
         a = tableau.a_matrix()
 
-        layout = jtu.tree_map(_stages_last, y0)
-        k = jtu.tree_map(
-            lambda x, last: jnp.zeros(
-                (*x.shape, s) if last else (s, *x.shape), x.dtype
-            ),
-            y0,
-            layout,
-        )
-
-        def store(k, k_i, i):
-            return jtu.tree_map(
-                lambda buf, x, last: lax.dynamic_update_index_in_dim(
-                    buf,
-                    x.astype(buf.dtype)[..., None] if last else x.astype(buf.dtype),
-                    i,
-                    buf.ndim - 1 if last else 0,
-                ),
-                k,
-                k_i,
-                layout,
-            )
-
+        # The stage buffer holds the vector-field values `f_i` rather than the
+        # increments `k_i = prod(f_i, control)`. `prod` is linear in the vector
+        # field, so each combination is `prod(sum_j a_ij f_j, control)`; and the
+        # next step's first stage (FSAL) is a slice of the buffer, so the stage
+        # loop carries nothing else (no second copy of the last stage per step).
         if fsal:
             if made_jump is False:
                 f0 = solver_state
@@ -215,45 +198,66 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
                     lambda: terms.vf(t0, y0, args),
                     lambda: solver_state,
                 )
-            k0 = terms.prod(f0, control)
-            k = store(k, k0, 0)
+            f_struct = f0
             first = 1
-            vf_init = f0
         else:
+            f_struct = jax.eval_shape(lambda: terms.vf(t0, y0, args))
             first = 0
-            vf_init = None
+        layout = jtu.tree_map(_stages_last, f_struct)
+        f_buf = jtu.tree_map(
+            lambda x, last: jnp.zeros(
+                (*x.shape, s) if last else (s, *x.shape), x.dtype
+            ),
+            f_struct,
+            layout,
+        )
 
-        def stage(carry, xs):
-            k, _ = carry
-            i, a_row, node = xs
-            y_i = jtu.tree_map(
-                lambda y, kk, last: y + _stage_combination(kk, a_row, last),
-                y0,
-                k,
+        def store(buf, f_i, i):
+            return jtu.tree_map(
+                lambda b, x, last: lax.dynamic_update_index_in_dim(
+                    b,
+                    x.astype(b.dtype)[..., None] if last else x.astype(b.dtype),
+                    i,
+                    b.ndim - 1 if last else 0,
+                ),
+                buf,
+                f_i,
                 layout,
             )
-            vf = terms.vf(t0 + node * h, y_i, args)
-            k_i = terms.prod(vf, control)
-            return (store(k, k_i, i), vf), None
 
-        if vf_init is None:
-            vf_init = jax.eval_shape(lambda: terms.vf(t0, y0, args))
-            vf_init = jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), vf_init)
+        if fsal:
+            f_buf = store(f_buf, f0, 0)
+
+        def stage(buf, xs):
+            i, a_row, node = xs
+            combination = jtu.tree_map(
+                lambda b, last: _stage_combination(b, a_row, last), buf, layout
+            )
+            y_i = jtu.tree_map(lambda y, d: y + d, y0, terms.prod(combination, control))
+            return store(buf, terms.vf(t0 + node * h, y_i, args), i), None
+
         time_dtype = jnp.result_type(h)
         xs = (
             jnp.arange(first, s),
             jnp.asarray(a[first:]),
             jnp.asarray(nodes[first:], dtype=time_dtype),
         )
-        (k, vf_last), _ = lax.scan(stage, (k, vf_init), xs)
+        f_buf, _ = lax.scan(stage, f_buf, xs)
 
-        y1 = jtu.tree_map(
-            lambda y, d: y + d, y0, _weighted_sum(tableau.b_sol, k, layout)
+        def weighted(weights):
+            return terms.prod(_weighted_sum(weights, f_buf, layout), control)
+
+        y1 = jtu.tree_map(lambda y, d: y + d, y0, weighted(tableau.b_sol))
+        y_error = weighted(tableau.b_error)
+        # Dense output takes the increments `k_i`, stage axis first.
+        f_stages = jtu.tree_map(
+            lambda x, last: jnp.moveaxis(x, -1, 0) if last else x, f_buf, layout
         )
-        y_error = _weighted_sum(tableau.b_error, k, layout)
-        k_dense = jtu.tree_map(
-            lambda x, last: jnp.moveaxis(x, -1, 0) if last else x, k, layout
-        )
+        k_dense = jax.vmap(lambda f: terms.prod(f, control), axis_size=s)(f_stages)
         dense_info = dict(y0=y0, y1=y1, k=k_dense)
-        new_state = vf_last if fsal else None
+        new_state = (
+            jtu.tree_map(lambda x, last: _stage(x, s - 1, last), f_buf, layout)
+            if fsal
+            else None
+        )
         return y1, y_error, dense_info, new_state, RESULTS.successful
