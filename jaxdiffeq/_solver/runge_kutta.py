@@ -237,10 +237,12 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             return store(buf, terms.vf(t0 + node * h, y_i, args), i), None
 
         time_dtype = jnp.result_type(h)
+        # NumPy arrays become constants of the program; `jnp.arange` would be an
+        # iota computed by a kernel of its own (compile time).
         xs = (
-            jnp.arange(first, s),
-            jnp.asarray(a[first:]),
-            jnp.asarray(nodes[first:], dtype=time_dtype),
+            np.arange(first, s),
+            np.asarray(a[first:]),
+            np.asarray(nodes[first:], dtype=time_dtype),
         )
         f_buf, _ = lax.scan(stage, f_buf, xs)
 
