@@ -107,3 +107,34 @@ def test_parity_automatic_dt0(name):
     )
     np.testing.assert_allclose(float(tnext), expected, rtol=1e-12)
     assert_same_solve(solve_ours(name, None), solve_diffrax(name, float(tnext)))
+
+
+@pytest.mark.parametrize(
+    "coefficients",
+    [
+        dict(pcoeff=0.4, icoeff=0.3),  # reads the previous error
+        dict(pcoeff=0.2, icoeff=0.4, dcoeff=0.1),  # and the one before it
+    ],
+)
+def test_parity_pid_coefficients(coefficients):
+    """The proportional and derivative terms use the error history the controller
+    carries from step to step; the step sequence must still equal Diffrax's."""
+
+    def solve(lib):
+        return lib.diffeqsolve(
+            lib.ODETerm(lorenz),
+            lib.Tsit5(),
+            0.0,
+            T1,
+            0.01,
+            Y0,
+            saveat=lib.SaveAt(ts=TS),
+            stepsize_controller=lib.PIDController(rtol=TOL, atol=TOL, **coefficients),
+            max_steps=MAX_STEPS,
+        )
+
+    ours, theirs = solve(jd), solve(diffrax)
+    assert_same_solve(ours, theirs)
+    # The history matters: the integral controller alone takes other steps.
+    plain = solve_ours("Tsit5", 0.01)
+    assert int(ours.stats["num_steps"]) != int(plain.stats["num_steps"])
