@@ -97,11 +97,16 @@ class StepState(eqx.Module):
     solver_state: PyTree
     controller_state: PyTree
     result: Array
-    num_steps: Array
     num_accepted_steps: Array
-    num_rejected_steps: Array
+    num_rejected_steps: Array  # every attempt not accepted, a failed one included
     ts_indices: list[Array]  # per SubSaveAt: next entry of its `ts` to write
     progress_state: Any
+
+    # Derived, not carried: every value the stepping loop updates is one more
+    # kernel per step, in run time and in compile time.
+    @property
+    def num_steps(self) -> Array:
+        return self.num_accepted_steps + self.num_rejected_steps
 
 
 class LastStep(eqx.Module):
@@ -257,19 +262,25 @@ def run(
         solver_state=solver_state,
         controller_state=controller_state,
         result=jnp.asarray(RESULTS.successful.value),
-        num_steps=int_zero,
         num_accepted_steps=int_zero,
         num_rejected_steps=int_zero,
         ts_indices=ts_indices,
         progress_state=progress_meter.init() if use_progress else None,
     )
     needs_dense_info = dense or any(sub.ts is not None for sub in subs)
+
+    def placeholder(x):
+        # Any array of the right shape will do (it is read only after a step has
+        # overwritten it); reusing `y0` where it fits saves compiling a fill.
+        for y in jtu.tree_leaves(y0):
+            if y.shape == x.shape and y.dtype == x.dtype:
+                return y
+        return jnp.zeros(x.shape, x.dtype)
+
     init_last = LastStep(
         tprev=t0,
         tnext=t0,
-        dense_info=jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), info_shape)
-        if needs_dense_info
-        else None,
+        dense_info=jtu.tree_map(placeholder, info_shape) if needs_dense_info else None,
         write=jnp.asarray(False),
         fresh=jnp.asarray(False),
     )
@@ -356,9 +367,8 @@ def run(
                 advance, new_controller_state, step.controller_state
             ),
             result=jnp.where(active, result, step.result),
-            num_steps=step.num_steps + active,
             num_accepted_steps=step.num_accepted_steps + accept,
-            num_rejected_steps=step.num_rejected_steps + (active & ~keep_step),
+            num_rejected_steps=step.num_rejected_steps + (active & ~accept),
             ts_indices=step.ts_indices,
             progress_state=progress_state,
         )

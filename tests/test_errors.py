@@ -326,6 +326,12 @@ def test_nan_vector_field(controller, dt0):
         ys[:3], np.exp(-np.asarray(ts[:3]))[:, None] * np.asarray(Y0), rtol=1e-5
     )
     assert np.all(np.isinf(ys[3:]))
+    # The failed attempt counts as a step that was not accepted.
+    stats = {k: int(v) for k, v in sol.stats.items()}
+    assert (
+        stats["num_steps"] == stats["num_accepted_steps"] + stats["num_rejected_steps"]
+    )
+    assert stats["num_rejected_steps"] >= 1
     with pytest.raises(RuntimeError):
         jax.block_until_ready(solve(**kwargs).ys)
 
