@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 from ._custom_types import RealScalarLike, Y
+from ._misc import where
 
 
 class AbstractPath(eqx.Module):
@@ -56,8 +57,8 @@ def _increment(path: AbstractPath, t0, t1, left):
 def _fraction(t, t0, t1):
     # Guard a zero-length step (t0 == t1) so that the fraction is 0 rather than NaN.
     dt = t1 - t0
-    safe_dt = jnp.where(dt == 0, 1, dt)
-    return jnp.where(dt == 0, 0, (t - t0) / safe_dt)
+    safe_dt = where(dt == 0, 1, dt)
+    return where(dt == 0, 0, (t - t0) / safe_dt)
 
 
 class LocalLinearInterpolation(AbstractLocalInterpolation):
@@ -239,6 +240,6 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
         del left
         dt = jnp.subtract(self.t1, self.t0)
         # A zero-length step has zero increments; keep the derivative finite there.
-        safe_dt = jnp.where(dt == 0, 1, dt)
+        safe_dt = where(dt == 0, 1, dt)
         w = self._weights(t, derivative=True) / safe_dt
         return jtu.tree_map(lambda k: self._combine(w, k), self.k)

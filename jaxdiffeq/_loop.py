@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from ._misc import any_lane, lane_mask
+from ._misc import any_lane, lane_mask, where
 from ._progress import NoProgressMeter
 from ._results import RESULTS
 from ._saveat import SubSaveAt
@@ -40,14 +40,14 @@ from ._while import while_loop
 
 
 def _tree_where(pred, new, old):
-    return jtu.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+    return jtu.tree_map(lambda a, b: where(pred, a, b), new, old)
 
 
 def _masked_write(buffer, index, value, pred):
     """`buffer[index] = value` where `pred`, else leave it: a gather, a select of
     one row and an in-place `dynamic_update_slice`."""
     old = lax.dynamic_index_in_dim(buffer, index, 0, keepdims=False)
-    new = jnp.where(pred, jnp.asarray(value).astype(buffer.dtype), old)
+    new = where(pred, jnp.asarray(value).astype(buffer.dtype), old)
     return lax.dynamic_update_index_in_dim(buffer, new, index, 0)
 
 
@@ -216,9 +216,9 @@ def run(
 
         def fill(o, at_t0=at_t0, size=lay.size):
             mask = at_t0.reshape((size,) + (1,) * jnp.ndim(o))
-            return jnp.where(mask, jnp.asarray(o)[None], jnp.inf).astype(o.dtype)
+            return where(mask, jnp.asarray(o)[None], jnp.inf).astype(o.dtype)
 
-        ts_buffer = jnp.where(at_t0, t0 * direction, jnp.inf).astype(time_dtype)
+        ts_buffer = where(at_t0, t0 * direction, jnp.inf).astype(time_dtype)
         save_states.append(SaveState(ts=ts_buffer, ys=jtu.tree_map(fill, out0)))
         ts_indices.append(ts_index)
 
@@ -322,9 +322,9 @@ def run(
         keep_step = jnp.asarray(keep_step)
         next_tprev = jnp.minimum(next_tprev, t1)
         clip = next_tnext > t1_floor
-        next_tnext = jnp.where(
+        next_tnext = where(
             clip,
-            jnp.where(keep_step, t1, next_tprev + 0.5 * (t1 - next_tprev)),
+            where(keep_step, t1, next_tprev + 0.5 * (t1 - next_tprev)),
             next_tnext,
         )
 
@@ -332,41 +332,41 @@ def run(
         for code in (solver_result, controller_result):
             if isinstance(code, RESULTS):
                 code = code.value
-            result = jnp.where(result == 0, code, result)
+            result = where(result == 0, code, result)
         leaves = jtu.tree_leaves(y1)
         finite = jnp.asarray(True)
         for x in leaves:
             finite = finite & jnp.all(jnp.isfinite(x))
-        result = jnp.where(
+        result = where(
             (result == 0) & keep_step & ~finite, RESULTS.nonfinite_value.value, result
         )
         # No progress possible (the step size underflowed, e.g. after repeated NaN
         # errors): stop with a failure instead of spinning until max_steps.
         stuck = (next_tnext <= next_tprev) & (next_tprev < t1)
-        result = jnp.where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
+        result = where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
 
         # A step that failed (result != 0) leaves the time and state where they were,
         # so that the returned state and time agree.
         advance = active & (result == 0)
         accept = advance & keep_step
         if use_progress:
-            reached = jnp.where(advance, next_tprev, step.tprev)
-            fraction = jnp.where(t1 > t0, (reached - t0) / (t1 - t0), 1.0)
+            reached = where(advance, next_tprev, step.tprev)
+            fraction = where(t1 > t0, (reached - t0) / (t1 - t0), 1.0)
             progress_state = progress_meter.step(step.progress_state, fraction)
         else:
             progress_state = None
         new_step = StepState(
             y=_tree_where(accept, y1, step.y),
-            tprev=jnp.where(advance, next_tprev, step.tprev),
-            tnext=jnp.where(advance, next_tnext, step.tnext),
-            made_jump=jnp.where(advance, next_made_jump, step.made_jump)
+            tprev=where(advance, next_tprev, step.tprev),
+            tnext=where(advance, next_tnext, step.tnext),
+            made_jump=where(advance, next_made_jump, step.made_jump)
             if can_jump
             else None,
             solver_state=_tree_where(accept, new_solver_state, step.solver_state),
             controller_state=_tree_where(
                 advance, new_controller_state, step.controller_state
             ),
-            result=jnp.where(active, result, step.result),
+            result=where(active, result, step.result),
             num_accepted_steps=step.num_accepted_steps + accept,
             num_rejected_steps=step.num_rejected_steps + (active & ~accept),
             ts_indices=step.ts_indices,
@@ -467,9 +467,7 @@ def run(
     result = step.result
     if max_steps is not None:
         ran_out = (step.tprev < t1) & (step.num_steps >= max_steps)
-        result = jnp.where(
-            (result == 0) & ran_out, RESULTS.max_steps_reached.value, result
-        )
+        result = where((result == 0) & ran_out, RESULTS.max_steps_reached.value, result)
     if use_progress:
         progress_meter.close(step.progress_state)
 

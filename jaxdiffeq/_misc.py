@@ -8,6 +8,7 @@ batch (`any_lane`), so it is unbatched, and the body masks its own updates with
 simplifies the selects away).
 """
 
+import jax.lax as lax
 import jax.numpy as jnp
 from jax import custom_batching
 
@@ -50,3 +51,26 @@ def _lane_mask_rule(axis_size, in_batched, pred):
     if batched:
         return pred, True
     return lane_mask(pred), False
+
+
+def where(pred, on_true, on_false):
+    """`jnp.where(pred, on_true, on_false)` as a single `lax.select`.
+
+    The same broadcasting and dtype promotion as `jnp.where`, for the step loop's
+    hot path. `jnp.where` is itself a jitted function: each call is traced and
+    lowered as a nested computation; with the ~40 calls one solve makes, this
+    saves about a fifth of the tracing and lowering time (Lorenz benchmark, fastest
+    of 25: 171 ms with `jnp.where`, 132-145 ms with this).
+    """
+    on_true, on_false = jnp.asarray(on_true), jnp.asarray(on_false)
+    dtype = jnp.result_type(on_true, on_false)
+    shape = jnp.broadcast_shapes(jnp.shape(pred), on_true.shape, on_false.shape)
+
+    def prepare(x):
+        x = x if x.dtype == dtype else x.astype(dtype)
+        return x if x.shape == shape else jnp.broadcast_to(x, shape)
+
+    pred = jnp.asarray(pred, bool)
+    if pred.shape != shape:
+        pred = jnp.broadcast_to(pred, shape)
+    return lax.select(pred, prepare(on_true), prepare(on_false))

@@ -5,6 +5,7 @@ import jax.lax as lax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Real
 
+from .._misc import where
 from .base import AbstractStepSizeController
 
 
@@ -40,7 +41,7 @@ def clip_to_times(next_t0, next_t1, step_ts, jump_ts):
         t_jump = _next_time_after(jump_ts, next_t0)
         ends_at_jump = t_jump <= next_t1
         before_jump = _shift_ulps(t_jump, -1)
-        next_t1 = jnp.where(ends_at_jump, before_jump, next_t1)
+        next_t1 = where(ends_at_jump, before_jump, next_t1)
     return next_t1, ends_at_jump
 
 
@@ -135,7 +136,7 @@ class ClipStepSizeController(AbstractStepSizeController):
         )
         jumped = keep & ends_at_jump
         made_jump = jumped | made_jump
-        next_t0 = jnp.where(jumped, restart_after_jump(t1), next_t0)
+        next_t0 = where(jumped, restart_after_jump(t1), next_t0)
         next_t1 = jnp.maximum(next_t1, next_t0)
         next_t1, next_ends_at_jump = clip_to_times(
             next_t0, next_t1, self.step_ts, self.jump_ts

@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 from jaxtyping import ArrayLike
 
 from .._custom_types import RealScalarLike
-from .._misc import all_lanes, min_lane
+from .._misc import all_lanes, min_lane, where
 from .._results import RESULTS
 from .base import AbstractAdaptiveStepSizeController, rms_norm
 from .clip import _as_sorted_times, clip_to_times, restart_after_jump
@@ -31,15 +31,15 @@ def select_initial_step(terms, t0, y0, args, func, error_order, rtol, atol, norm
     d0 = norm(jtu.tree_map(lambda y, s: y / s, y0, scale))
     d1 = norm(jtu.tree_map(lambda f, s: f / s, f0, scale))
     small = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1, d1))
+    h0 = where(small, 1e-6, 0.01 * d0 / where(small, 1, d1))
     y1 = jtu.tree_map(lambda y, f: y + h0 * f, y0, f0)
     f1 = func(terms, t0 + h0, y1, args)
     d2 = norm(jtu.tree_map(lambda a, b, s: (a - b) / s, f1, f0, scale)) / h0
     max_d = jnp.maximum(d1, d2)
-    h1 = jnp.where(
+    h1 = where(
         max_d <= 1e-15,
         jnp.maximum(1e-6, h0 * 1e-3),
-        (0.01 / jnp.where(max_d <= 1e-15, 1, max_d)) ** (1 / error_order),
+        (0.01 / where(max_d <= 1e-15, 1, max_d)) ** (1 / error_order),
     )
     return jnp.minimum(100 * h0, h1)
 
@@ -185,7 +185,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
 
         def scaled(y0_, y1_, err_):
             # A NaN candidate should not also poison the scale.
-            y1_ = jnp.where(jnp.isnan(y1_), y0_, y1_)
+            y1_ = where(jnp.isnan(y1_), y0_, y1_)
             return err_ / (
                 self.atol + self.rtol * jnp.maximum(jnp.abs(y0_), jnp.abs(y1_))
             )
@@ -193,7 +193,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
         error = self.norm(jtu.tree_map(scaled, y0, y1_candidate, y_error))
         error = lax.stop_gradient(error)
         # NaN/inf error: reject and shrink as much as allowed.
-        error = jnp.where(jnp.isfinite(error), error, jnp.inf)
+        error = where(jnp.isfinite(error), error, jnp.inf)
         keep_step = error < 1
         if self.dtmin is not None:
             keep_step = keep_step | at_dtmin
@@ -211,13 +211,13 @@ class PIDController(AbstractAdaptiveStepSizeController):
             factor = factor * prev_inv_error**beta2
         if not _is_zero(beta3):
             factor = factor * prev_prev_inv_error**beta3
-        lower = jnp.where(keep_step, 1, self.factormin)
-        upper = jnp.where(keep_step, self.factormax, self.safety)
+        lower = where(keep_step, 1, self.factormin)
+        upper = where(keep_step, self.factormax, self.safety)
         factor = lax.stop_gradient(jnp.clip(factor, lower, upper))
         dt = prev_dt * factor.astype(jnp.result_type(prev_dt))
 
         # A failed step (infinite error) must not hold back the following steps.
-        inv_error = jnp.where((inv_error == 0) | jnp.isinf(inv_error), 1, inv_error)
+        inv_error = where((inv_error == 0) | jnp.isinf(inv_error), 1, inv_error)
 
         result = RESULTS.successful
         if self.dtmax is not None:
@@ -225,20 +225,20 @@ class PIDController(AbstractAdaptiveStepSizeController):
         if self.dtmin is not None:
             if not self.force_dtmin:
                 result = RESULTS.where(dt < self.dtmin, RESULTS.dt_min_reached, result)
-            dt = jnp.where(at_dtmin & (factor == 1), self.dtmin, dt)
+            dt = where(at_dtmin & (factor == 1), self.dtmin, dt)
             at_dtmin = dt <= self.dtmin
             dt = jnp.maximum(dt, self.dtmin)
         if self.unvmap_dt:
             # Lanes that have finished take zero-length steps; they must not pull the
             # shared step size to zero.
-            dt = jnp.where(jnp.greater(prev_dt, 0), dt, jnp.inf)
+            dt = where(jnp.greater(prev_dt, 0), dt, jnp.inf)
             shared = min_lane(lax.stop_gradient(dt))
-            dt = jnp.where(jnp.isinf(shared), prev_dt, shared)
+            dt = where(jnp.isinf(shared), prev_dt, shared)
 
-        next_t0 = jnp.where(keep_step, t1, t0)
+        next_t0 = where(keep_step, t1, t0)
         if self.jump_ts is not None:
             made_jump = keep_step & ends_at_jump
-            next_t0 = jnp.where(made_jump, restart_after_jump(t1), next_t0)
+            next_t0 = where(made_jump, restart_after_jump(t1), next_t0)
         else:
             made_jump = False
         next_t1, next_ends_at_jump = self._clip(next_t0, next_t0 + dt)
@@ -249,8 +249,8 @@ class PIDController(AbstractAdaptiveStepSizeController):
         if _is_zero(beta2) and _is_zero(beta3):
             new_inv, new_prev_inv = prev_inv_error, prev_prev_inv_error
         else:
-            new_inv = jnp.where(keep_step, inv_error, prev_inv_error)
-            new_prev_inv = jnp.where(keep_step, prev_inv_error, prev_prev_inv_error)
+            new_inv = where(keep_step, inv_error, prev_inv_error)
+            new_prev_inv = where(keep_step, prev_inv_error, prev_prev_inv_error)
         if self.jump_ts is None:
             next_ends_at_jump = ends_at_jump
         state = (
