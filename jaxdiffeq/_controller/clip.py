@@ -25,16 +25,19 @@ def _next_time_after(ts, t):
     return padded[index]
 
 
-def clip_to_times(next_t0, next_t1, step_ts, jump_ts):
+def clip_to_times(next_t0, next_t1, step_ts, jump_ts, ends_at_jump=False):
     """Shorten the proposed step `[next_t0, next_t1]` so that it does not cross an
     element of `step_ts` or `jump_ts`. Returns the new end and whether the step
     stops at a jump.
+
+    Without `jump_ts` the flag is `ends_at_jump`, returned unchanged: a controller
+    passes the flag it carries, so that the step loop sees the value unchanged
+    rather than a new constant to select (a kernel per step).
 
     A step stops just before a jump time (one ulp), so that none of its stages sees
     the vector field's value past the discontinuity; `restart_after_jump` gives
     the start of the following step, just after it.
     """
-    ends_at_jump = False
     if step_ts is not None:
         next_t1 = jnp.minimum(next_t1, _next_time_after(step_ts, next_t0))
     if jump_ts is not None:
@@ -139,7 +142,7 @@ class ClipStepSizeController(AbstractStepSizeController):
         next_t0 = where(jumped, restart_after_jump(t1), next_t0)
         next_t1 = jnp.maximum(next_t1, next_t0)
         next_t1, next_ends_at_jump = clip_to_times(
-            next_t0, next_t1, self.step_ts, self.jump_ts
+            next_t0, next_t1, self.step_ts, self.jump_ts, ends_at_jump
         )
         state = (inner_state, jnp.asarray(next_ends_at_jump))
         return keep, next_t0, next_t1, made_jump, state, result

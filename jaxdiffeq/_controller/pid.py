@@ -135,10 +135,10 @@ class PIDController(AbstractAdaptiveStepSizeController):
             )
         return error_order
 
-    def _clip(self, next_t0, next_t1):
+    def _clip(self, next_t0, next_t1, ends_at_jump=False):
         step_ts = None if self.step_ts is None else jnp.asarray(self.step_ts)
         jump_ts = None if self.jump_ts is None else jnp.asarray(self.jump_ts)
-        return clip_to_times(next_t0, next_t1, step_ts, jump_ts)
+        return clip_to_times(next_t0, next_t1, step_ts, jump_ts, ends_at_jump)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         del t1
@@ -241,7 +241,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
             next_t0 = where(made_jump, restart_after_jump(t1), next_t0)
         else:
             made_jump = False
-        next_t1, next_ends_at_jump = self._clip(next_t0, next_t0 + dt)
+        next_t1, next_ends_at_jump = self._clip(next_t0, next_t0 + dt, ends_at_jump)
 
         # The error history is updated only where a later step reads it (the
         # default integral controller reads none): every carried value the step
@@ -251,8 +251,6 @@ class PIDController(AbstractAdaptiveStepSizeController):
         else:
             new_inv = where(keep_step, inv_error, prev_inv_error)
             new_prev_inv = where(keep_step, prev_inv_error, prev_prev_inv_error)
-        if self.jump_ts is None:
-            next_ends_at_jump = ends_at_jump
         state = (
             new_inv,
             new_prev_inv,
