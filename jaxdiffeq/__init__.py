@@ -4,6 +4,10 @@ The public API matches Diffrax's: `import jaxdiffeq as jd` and use
 `jd.diffeqsolve(jd.ODETerm(f), jd.Tsit5(), t0, t1, dt0, y0, ...)`.
 """
 
+from ._adjoint.base import AbstractAdjoint as AbstractAdjoint
+from ._adjoint.direct import DirectAdjoint as DirectAdjoint
+from ._adjoint.forward import ForwardMode as ForwardMode
+from ._adjoint.recursive import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
 from ._controller.base import (
     AbstractAdaptiveStepSizeController as AbstractAdaptiveStepSizeController,
     AbstractStepSizeController as AbstractStepSizeController,
@@ -43,10 +47,7 @@ from ._results import (
 )
 from ._saveat import SaveAt as SaveAt, SubSaveAt as SubSaveAt
 from ._solution import Solution as Solution
-from ._solve import (
-    RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
-    diffeqsolve as diffeqsolve,
-)
+from ._solve import diffeqsolve as diffeqsolve
 from ._solver.base import (
     AbstractAdaptiveSolver as AbstractAdaptiveSolver,
     AbstractImplicitSolver as AbstractImplicitSolver,

@@ -23,6 +23,7 @@ Why it looks the way it does (see DESIGN.md, facts 1–4):
   makes small problems several times faster.
 """
 
+from types import SimpleNamespace
 from typing import Any
 
 import equinox as eqx
@@ -36,7 +37,7 @@ from ._misc import any_lane, lane_mask, where
 from ._progress import NoProgressMeter
 from ._results import RESULTS
 from ._saveat import SubSaveAt
-from ._while import while_loop
+from ._while import checkpointed_loop, while_loop
 
 
 def _tree_where(pred, new, old):
@@ -127,6 +128,102 @@ class State(eqx.Module):
     dense_infos: PyTree[Array] | None
 
 
+class _Env(eqx.Module):
+    """Everything the loop's functions close over that may hold arrays being
+    differentiated."""
+
+    terms: Any
+    solver: Any
+    controller: Any
+    subs: list[SubSaveAt]
+    args: Any
+    t0: Array
+    t1: Array
+    t1_floor: Array
+    direction: Array
+
+
+# One jitted view of the solver step, shared by the shape query and the loop body
+# (and by every trace of the loop's functions): later uses are hits in JAX's trace
+# cache, which saves tracing the step (and the vector field) again at compile
+# time. Callers cast arguments to fixed dtypes so that uses have equal avals.
+@eqx.filter_jit
+def _solver_step(solver, terms, args, tprev, tnext, y, state, jump):
+    return solver.step(terms, tprev, tnext, y, args, state, jump)
+
+
+def _max_iterations(subs, layouts, max_steps, writes_every_step) -> int | None:
+    """A bound on the iterations of the flat loop: every step, plus one write
+    iteration per `ts` output and per accepted step when every step writes."""
+    if max_steps is None:
+        return None
+    total = max_steps + sum(lay.num_ts for lay in layouts)
+    if writes_every_step:
+        total += max_steps
+    return total
+
+
+def _run_loop(
+    functions, env, carry, *, kind, checkpoints, max_iterations, writes_in_loop
+):
+    """Run the loop of the given kind over `(State, LastStep)`.
+
+    `"lax"` runs the nested form: an inner loop over steps with a small carry,
+    left whenever some output is due (see the module documentation). The
+    differentiable kinds run a flat form whose iteration is either one attempted
+    step or one output write (a `lax.cond` on a predicate reduced across lanes),
+    because reverse mode needs a single loop; the output buffers are the loop's
+    `buffers`, stored once rather than in every checkpoint."""
+    if kind == "lax":
+        fns = functions(env)
+        return while_loop(fns.outer_cond, fns.outer_body, carry)
+
+    def cond(carry, env):
+        return functions(env).outer_cond(carry)
+
+    def body(carry, env):
+        fns = functions(env)
+        if not writes_in_loop:
+            return fns.step_only(carry)
+        return lax.cond(
+            any_lane(carry[1].write),
+            lambda c: fns.write_outputs(*c),
+            fns.step_only,
+            carry,
+        )
+
+    def buffers(carry):
+        state = carry[0]
+        parts = (state.save_states, state.dense_ts, state.dense_infos)
+        return tuple(part for part in parts if part is not None)
+
+    if kind == "bounded":
+        assert max_iterations is not None
+        return while_loop(
+            lambda c: cond(c, env),
+            lambda c: body(c, env),
+            carry,
+            max_steps=max_iterations,
+            kind="bounded",
+        )
+    assert kind == "checkpointed"
+
+    def primal(carry, env):
+        fns = functions(env)
+        return while_loop(fns.outer_cond, fns.outer_body, carry)
+
+    return checkpointed_loop(
+        cond,
+        body,
+        carry,
+        env,
+        max_steps=max_iterations,
+        checkpoints=checkpoints,
+        buffers=buffers,
+        primal=primal,
+    )
+
+
 def run(
     *,
     terms,
@@ -145,9 +242,12 @@ def run(
     made_jump,
     max_steps: int | None,
     progress_meter,
+    kind: str = "lax",
+    checkpoints: int | None = None,
 ) -> State:
     """Run the step loop from `t0` to `t1` (forward time axis) and return the final
-    state with filled output buffers."""
+    state with filled output buffers. `kind` is the loop kind of `while_loop`
+    (`"lax"`, `"bounded"`, `"checkpointed"`), chosen by the adjoint."""
     time_dtype = jnp.result_type(t0)
     error_order = solver.error_order(terms)
     can_jump = controller.can_jump()
@@ -160,43 +260,270 @@ def run(
     t1_const = lax.stop_gradient(t1)
     ulp = jnp.abs(jnp.nextafter(t1_const, jnp.asarray(jnp.inf, time_dtype)) - t1_const)
     t1_floor = t1 - 100 * ulp
+    needs_dense_info = dense or any(sub.ts is not None for sub in subs)
 
-    def write_row(sub, save_state, row, t, y, pred):
-        out = sub.fn(t * direction, y, args)
-        ys = _tree_masked_write(save_state.ys, row, out, pred)
-        ts = _masked_write(save_state.ts, row, t * direction, pred)
-        return SaveState(ts=ts, ys=ys)
+    def as_time(t):
+        return jnp.asarray(t, time_dtype)
 
-    def ts_pending(sub, lay, ts_index, tnext):
-        """Whether the next `SaveAt.ts` output lies at or before `tnext`."""
-        if sub.ts is None:
-            return jnp.asarray(False)
-        index = jnp.minimum(ts_index, lay.num_ts - 1)
-        return (ts_index < lay.num_ts) & (sub.ts[index] <= tnext)
+    def functions(env: _Env) -> SimpleNamespace:
+        """The loop's functions, closing over `env` (whose arrays are what a
+        differentiated loop must receive explicitly, see `_while.checkpointed_loop`)
+        and over static settings only."""
+        terms, solver, controller, subs, args = (
+            env.terms,
+            env.solver,
+            env.controller,
+            env.subs,
+            env.args,
+        )
+        t0, t1, t1_floor, direction = env.t0, env.t1, env.t1_floor, env.direction
 
-    def any_ts_pending(ts_indices, tnext):
-        """Whether any `SubSaveAt` has its next `ts` output at or before `tnext`."""
-        pending = jnp.asarray(False)
-        for sub, lay, index in zip(subs, layouts, ts_indices):
-            if sub.ts is not None:
-                pending = pending | ts_pending(sub, lay, index, tnext)
-        return pending
+        def solver_step(tprev, tnext, y, state, jump):
+            return _solver_step(
+                solver, terms, args, tprev, tnext, y, state, jump if can_jump else False
+            )
 
-    def save_next_ts(sub, lay, save_state, ts_index, interpolation, tnext, y1, pred):
-        """Write the next `SaveAt.ts` output if it lies in the last step. One output
-        per call: a step with several outputs is visited again by the outer loop
-        before stepping resumes (rare, and cheaper than a nested loop)."""
-        if sub.ts is None:
-            return save_state, ts_index
-        pred = pred & ts_pending(sub, lay, ts_index, tnext)
-        t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
-        y_t = interpolation.evaluate(t)
-        # At the end of the step use the step's own value, not the interpolant
-        # (exact, and no rounding from the polynomial).
-        y_t = _tree_where(t == tnext, y1, y_t)
-        save_state = write_row(sub, save_state, lay.offset_ts + ts_index, t, y_t, pred)
-        return save_state, ts_index + pred
+        def write_row(sub, save_state, row, t, y, pred):
+            out = sub.fn(t * direction, y, args)
+            ys = _tree_masked_write(save_state.ys, row, out, pred)
+            ts = _masked_write(save_state.ts, row, t * direction, pred)
+            return SaveState(ts=ts, ys=ys)
 
+        def ts_pending(sub, lay, ts_index, tnext):
+            """Whether the next `SaveAt.ts` output lies at or before `tnext`."""
+            if sub.ts is None:
+                return jnp.asarray(False)
+            index = jnp.minimum(ts_index, lay.num_ts - 1)
+            return (ts_index < lay.num_ts) & (sub.ts[index] <= tnext)
+
+        def any_ts_pending(ts_indices, tnext):
+            """Whether any `SubSaveAt` has its next `ts` output at or before `tnext`."""
+            pending = jnp.asarray(False)
+            for sub, lay, index in zip(subs, layouts, ts_indices):
+                if sub.ts is not None:
+                    pending = pending | ts_pending(sub, lay, index, tnext)
+            return pending
+
+        def save_next_ts(
+            sub, lay, save_state, ts_index, interpolation, tnext, y1, pred
+        ):
+            """Write the next `SaveAt.ts` output if it lies in the last step. One output
+            per call: a step with several outputs is visited again by the outer loop
+            before stepping resumes (rare, and cheaper than a nested loop)."""
+            if sub.ts is None:
+                return save_state, ts_index
+            pred = pred & ts_pending(sub, lay, ts_index, tnext)
+            t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
+            y_t = interpolation.evaluate(t)
+            # At the end of the step use the step's own value, not the interpolant
+            # (exact, and no rounding from the polynomial).
+            y_t = _tree_where(t == tnext, y1, y_t)
+            save_state = write_row(
+                sub, save_state, lay.offset_ts + ts_index, t, y_t, pred
+            )
+            return save_state, ts_index + pred
+
+        def unfinished(step: StepState):
+            pred = (step.tprev < t1) & (step.result == RESULTS.successful.value)
+            if max_steps is not None:
+                pred = pred & (step.num_steps < max_steps)
+            return pred
+
+        def attempt_step(step: StepState) -> tuple[StepState, LastStep]:
+            """Attempt one step, let the controller decide on it, and update the small
+            state (masked, for lanes that have finished)."""
+            active = lane_mask(unfinished(step))
+            y1, y_error, dense_info, new_solver_state, solver_result = solver_step(
+                as_time(step.tprev),
+                as_time(step.tnext),
+                step.y,
+                step.solver_state,
+                jnp.asarray(step.made_jump, bool) if can_jump else None,
+            )
+            (
+                keep_step,
+                next_tprev,
+                next_tnext,
+                next_made_jump,
+                new_controller_state,
+                controller_result,
+            ) = controller.adapt_step_size(
+                step.tprev,
+                step.tnext,
+                step.y,
+                y1,
+                args,
+                y_error,
+                error_order,
+                step.controller_state,
+            )
+            keep_step = jnp.asarray(keep_step)
+            next_tprev = jnp.minimum(next_tprev, t1)
+            clip = next_tnext > t1_floor
+            next_tnext = where(
+                clip,
+                where(keep_step, t1, next_tprev + 0.5 * (t1 - next_tprev)),
+                next_tnext,
+            )
+
+            result = step.result
+            for code in (solver_result, controller_result):
+                if isinstance(code, RESULTS):
+                    code = code.value
+                result = where(result == 0, code, result)
+            leaves = jtu.tree_leaves(y1)
+            finite = jnp.asarray(True)
+            for x in leaves:
+                finite = finite & jnp.all(jnp.isfinite(x))
+            result = where(
+                (result == 0) & keep_step & ~finite,
+                RESULTS.nonfinite_value.value,
+                result,
+            )
+            # No progress possible (the step size underflowed, e.g. after repeated NaN
+            # errors): stop with a failure instead of spinning until max_steps.
+            stuck = (next_tnext <= next_tprev) & (next_tprev < t1)
+            result = where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
+
+            # A step that failed (result != 0) leaves the time and state where they were,
+            # so that the returned state and time agree.
+            advance = active & (result == 0)
+            accept = advance & keep_step
+            if use_progress:
+                reached = where(advance, next_tprev, step.tprev)
+                fraction = where(t1 > t0, (reached - t0) / (t1 - t0), 1.0)
+                progress_state = progress_meter.step(step.progress_state, fraction)
+            else:
+                progress_state = None
+            new_step = StepState(
+                y=_tree_where(accept, y1, step.y),
+                tprev=where(advance, next_tprev, step.tprev),
+                tnext=where(advance, next_tnext, step.tnext),
+                made_jump=where(advance, next_made_jump, step.made_jump)
+                if can_jump
+                else None,
+                solver_state=_tree_where(accept, new_solver_state, step.solver_state),
+                controller_state=_tree_where(
+                    advance, new_controller_state, step.controller_state
+                ),
+                result=where(active, result, step.result),
+                num_accepted_steps=step.num_accepted_steps + accept,
+                num_rejected_steps=step.num_rejected_steps + (active & ~accept),
+                ts_indices=step.ts_indices,
+                progress_state=progress_state,
+            )
+            if writes_every_step:
+                write = accept
+            else:
+                write = accept & any_ts_pending(step.ts_indices, step.tnext)
+            last = LastStep(
+                tprev=step.tprev,
+                tnext=step.tnext,
+                dense_info=dense_info if needs_dense_info else None,
+                write=jnp.asarray(write),
+                fresh=accept,
+            )
+            return new_step, last
+
+        def step_until_write(step: StepState, last: LastStep):
+            """Step until some lane has outputs to write, or every lane is done."""
+
+            def cond(carry):
+                step, last = carry
+                return any_lane(unfinished(step)) & ~any_lane(last.write)
+
+            def body(carry):
+                step, _ = carry
+                return attempt_step(step)
+
+            return while_loop(cond, body, (step, last))
+
+        def write_outputs(state: State, last: LastStep) -> tuple[State, LastStep]:
+            step = state.step
+            write = last.write
+            fresh = last.fresh & write
+            y1 = step.y  # the end of the last step wherever `write` is true
+            if any(sub.ts is not None for sub in subs):
+                assert last.dense_info is not None
+                interpolation = interpolation_cls(
+                    t0=last.tprev, t1=last.tnext, **last.dense_info
+                )
+            else:
+                interpolation = None
+            save_states = []
+            ts_indices = []
+            for sub, lay, s, index in zip(
+                subs, layouts, state.save_states, step.ts_indices
+            ):
+                s, index = save_next_ts(
+                    sub, lay, s, index, interpolation, last.tnext, y1, write
+                )
+                if sub.steps:
+                    count = step.num_accepted_steps
+                    pred = fresh & (count % sub.steps == 0)
+                    row = lay.offset_steps + jnp.clip(
+                        count // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
+                    )
+                    s = write_row(sub, s, row, last.tnext, y1, pred)
+                save_states.append(s)
+                ts_indices.append(index)
+            if dense:
+                assert max_steps is not None
+                count = step.num_accepted_steps
+                dense_ts = _masked_write(
+                    state.dense_ts, jnp.minimum(count, max_steps), last.tnext, fresh
+                )
+                dense_infos = _tree_masked_write(
+                    state.dense_infos,
+                    jnp.clip(count - 1, 0, max_steps - 1),
+                    last.dense_info,
+                    fresh,
+                )
+            else:
+                dense_ts = dense_infos = None
+            still = write & any_ts_pending(ts_indices, last.tnext)
+            step = eqx.tree_at(lambda s: s.ts_indices, step, ts_indices)
+            last = eqx.tree_at(
+                lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
+            )
+            return State(step, save_states, dense_ts, dense_infos), last
+
+        def outer_cond(carry):
+            state, last = carry
+            return any_lane(unfinished(state.step)) | any_lane(last.write)
+
+        def outer_body(carry):
+            state, last = carry
+            step, last = step_until_write(state.step, last)
+            state = eqx.tree_at(lambda s: s.step, state, step)
+            return write_outputs(state, last)
+
+        def step_only(carry):
+            state, last = carry
+            step, last = attempt_step(state.step)
+            return eqx.tree_at(lambda s: s.step, state, step), last
+
+        return SimpleNamespace(
+            write_row=write_row,
+            solver_step=solver_step,
+            outer_cond=outer_cond,
+            outer_body=outer_body,
+            write_outputs=write_outputs,
+            step_only=step_only,
+        )
+
+    env = _Env(
+        terms=terms,
+        solver=solver,
+        controller=controller,
+        subs=subs,
+        args=args,
+        t0=t0,
+        t1=t1,
+        t1_floor=t1_floor,
+        direction=direction,
+    )
+    top = functions(env)
     # Initial outputs: t0, and any `ts` equal to t0 (no step contains them; they
     # are a prefix of the sorted `ts`, written without a loop).
     save_states = []
@@ -222,22 +549,9 @@ def run(
         save_states.append(SaveState(ts=ts_buffer, ys=jtu.tree_map(fill, out0)))
         ts_indices.append(ts_index)
 
-    # One jitted view of the solver step, shared by the shape query here and the
-    # loop body: the second use is a hit in JAX's trace cache, which saves tracing
-    # the step (and the vector field) once more at compile time. Arguments are cast
-    # to fixed dtypes so that both uses have the same abstract values.
-    @jax.jit
-    def solver_step(tprev, tnext, y, state, jump):
-        return solver.step(
-            terms, tprev, tnext, y, args, state, jump if can_jump else False
-        )
-
-    def as_time(t):
-        return jnp.asarray(t, time_dtype)
-
     jump0 = jnp.asarray(made_jump, bool) if can_jump else None
     info_shape = jax.eval_shape(
-        solver_step, as_time(t0), as_time(tnext), y0, solver_state, jump0
+        top.solver_step, as_time(t0), as_time(tnext), y0, solver_state, jump0
     )[2]
     if dense:
         assert max_steps is not None
@@ -267,7 +581,6 @@ def run(
         ts_indices=ts_indices,
         progress_state=progress_meter.init() if use_progress else None,
     )
-    needs_dense_info = dense or any(sub.ts is not None for sub in subs)
 
     def placeholder(x):
         # Any array of the right shape will do (it is read only after a step has
@@ -285,183 +598,16 @@ def run(
         fresh=jnp.asarray(False),
     )
 
-    def unfinished(step: StepState):
-        pred = (step.tprev < t1) & (step.result == RESULTS.successful.value)
-        if max_steps is not None:
-            pred = pred & (step.num_steps < max_steps)
-        return pred
-
-    def attempt_step(step: StepState) -> tuple[StepState, LastStep]:
-        """Attempt one step, let the controller decide on it, and update the small
-        state (masked, for lanes that have finished)."""
-        active = lane_mask(unfinished(step))
-        y1, y_error, dense_info, new_solver_state, solver_result = solver_step(
-            as_time(step.tprev),
-            as_time(step.tnext),
-            step.y,
-            step.solver_state,
-            jnp.asarray(step.made_jump, bool) if can_jump else None,
-        )
-        (
-            keep_step,
-            next_tprev,
-            next_tnext,
-            next_made_jump,
-            new_controller_state,
-            controller_result,
-        ) = controller.adapt_step_size(
-            step.tprev,
-            step.tnext,
-            step.y,
-            y1,
-            args,
-            y_error,
-            error_order,
-            step.controller_state,
-        )
-        keep_step = jnp.asarray(keep_step)
-        next_tprev = jnp.minimum(next_tprev, t1)
-        clip = next_tnext > t1_floor
-        next_tnext = where(
-            clip,
-            where(keep_step, t1, next_tprev + 0.5 * (t1 - next_tprev)),
-            next_tnext,
-        )
-
-        result = step.result
-        for code in (solver_result, controller_result):
-            if isinstance(code, RESULTS):
-                code = code.value
-            result = where(result == 0, code, result)
-        leaves = jtu.tree_leaves(y1)
-        finite = jnp.asarray(True)
-        for x in leaves:
-            finite = finite & jnp.all(jnp.isfinite(x))
-        result = where(
-            (result == 0) & keep_step & ~finite, RESULTS.nonfinite_value.value, result
-        )
-        # No progress possible (the step size underflowed, e.g. after repeated NaN
-        # errors): stop with a failure instead of spinning until max_steps.
-        stuck = (next_tnext <= next_tprev) & (next_tprev < t1)
-        result = where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
-
-        # A step that failed (result != 0) leaves the time and state where they were,
-        # so that the returned state and time agree.
-        advance = active & (result == 0)
-        accept = advance & keep_step
-        if use_progress:
-            reached = where(advance, next_tprev, step.tprev)
-            fraction = where(t1 > t0, (reached - t0) / (t1 - t0), 1.0)
-            progress_state = progress_meter.step(step.progress_state, fraction)
-        else:
-            progress_state = None
-        new_step = StepState(
-            y=_tree_where(accept, y1, step.y),
-            tprev=where(advance, next_tprev, step.tprev),
-            tnext=where(advance, next_tnext, step.tnext),
-            made_jump=where(advance, next_made_jump, step.made_jump)
-            if can_jump
-            else None,
-            solver_state=_tree_where(accept, new_solver_state, step.solver_state),
-            controller_state=_tree_where(
-                advance, new_controller_state, step.controller_state
-            ),
-            result=where(active, result, step.result),
-            num_accepted_steps=step.num_accepted_steps + accept,
-            num_rejected_steps=step.num_rejected_steps + (active & ~accept),
-            ts_indices=step.ts_indices,
-            progress_state=progress_state,
-        )
-        if writes_every_step:
-            write = accept
-        else:
-            write = accept & any_ts_pending(step.ts_indices, step.tnext)
-        last = LastStep(
-            tprev=step.tprev,
-            tnext=step.tnext,
-            dense_info=dense_info if needs_dense_info else None,
-            write=jnp.asarray(write),
-            fresh=accept,
-        )
-        return new_step, last
-
-    def step_until_write(step: StepState, last: LastStep):
-        """Step until some lane has outputs to write, or every lane is done."""
-
-        def cond(carry):
-            step, last = carry
-            return any_lane(unfinished(step)) & ~any_lane(last.write)
-
-        def body(carry):
-            step, _ = carry
-            return attempt_step(step)
-
-        return while_loop(cond, body, (step, last))
-
-    def write_outputs(state: State, last: LastStep) -> tuple[State, LastStep]:
-        step = state.step
-        write = last.write
-        fresh = last.fresh & write
-        y1 = step.y  # the end of the last step wherever `write` is true
-        if any(sub.ts is not None for sub in subs):
-            assert last.dense_info is not None
-            interpolation = interpolation_cls(
-                t0=last.tprev, t1=last.tnext, **last.dense_info
-            )
-        else:
-            interpolation = None
-        save_states = []
-        ts_indices = []
-        for sub, lay, s, index in zip(
-            subs, layouts, state.save_states, step.ts_indices
-        ):
-            s, index = save_next_ts(
-                sub, lay, s, index, interpolation, last.tnext, y1, write
-            )
-            if sub.steps:
-                count = step.num_accepted_steps
-                pred = fresh & (count % sub.steps == 0)
-                row = lay.offset_steps + jnp.clip(
-                    count // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
-                )
-                s = write_row(sub, s, row, last.tnext, y1, pred)
-            save_states.append(s)
-            ts_indices.append(index)
-        if dense:
-            assert max_steps is not None
-            count = step.num_accepted_steps
-            dense_ts = _masked_write(
-                state.dense_ts, jnp.minimum(count, max_steps), last.tnext, fresh
-            )
-            dense_infos = _tree_masked_write(
-                state.dense_infos,
-                jnp.clip(count - 1, 0, max_steps - 1),
-                last.dense_info,
-                fresh,
-            )
-        else:
-            dense_ts = dense_infos = None
-        still = write & any_ts_pending(ts_indices, last.tnext)
-        step = eqx.tree_at(lambda s: s.ts_indices, step, ts_indices)
-        last = eqx.tree_at(
-            lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
-        )
-        return State(step, save_states, dense_ts, dense_infos), last
-
-    def outer_cond(carry):
-        state, last = carry
-        return any_lane(unfinished(state.step)) | any_lane(last.write)
-
-    def outer_body(carry):
-        state, last = carry
-        step, last = step_until_write(state.step, last)
-        state = eqx.tree_at(lambda s: s.step, state, step)
-        return write_outputs(state, last)
-
     init_state = State(init_step, save_states, dense_ts, dense_infos)
-    # Unbounded here: every outer iteration either takes steps (bounded by
-    # `max_steps` in `unfinished`) or writes one of finitely many outputs.
-    final, _ = while_loop(outer_cond, outer_body, (init_state, init_last))
+    final, _ = _run_loop(
+        functions,
+        env,
+        (init_state, init_last),
+        kind=kind,
+        checkpoints=checkpoints,
+        max_iterations=_max_iterations(subs, layouts, max_steps, writes_every_step),
+        writes_in_loop=needs_dense_info or writes_every_step,
+    )
 
     step = final.step
     result = step.result
@@ -475,7 +621,7 @@ def run(
     save_states = []
     for sub, lay, s in zip(subs, layouts, final.save_states):
         if sub.t1:
-            s = write_row(sub, s, lay.offset_t1, step.tprev, step.y, True)
+            s = top.write_row(sub, s, lay.offset_t1, step.tprev, step.y, True)
         save_states.append(s)
     step = eqx.tree_at(lambda s: s.result, step, result)
     return State(step, save_states, final.dense_ts, final.dense_infos)

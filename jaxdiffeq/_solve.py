@@ -12,6 +12,9 @@ import numpy as np
 from jaxtyping import PyTree
 
 from . import _loop
+from ._adjoint.base import AbstractAdjoint, closure_convert_terms
+from ._adjoint.forward import ForwardMode
+from ._adjoint.recursive import RecursiveCheckpointAdjoint
 from ._controller.base import AbstractStepSizeController
 from ._controller.constant import ConstantStepSize
 from ._custom_types import Args, BoolScalarLike, RealScalarLike, Y
@@ -22,16 +25,6 @@ from ._saveat import SaveAt, SubSaveAt
 from ._solution import Solution
 from ._solver.base import AbstractSolver
 from ._term import AbstractTerm, MultiTerm, ODETerm, _direct_terms
-
-
-class RecursiveCheckpointAdjoint(eqx.Module):
-    """The default adjoint (reverse-mode differentiation comes in a later release;
-    forward solves, `jax.jvp` and `jax.vmap` work now).
-
-    **Arguments:** `checkpoints`, the number of checkpoints (unused for now).
-    """
-
-    checkpoints: int | None = eqx.field(default=None, static=True)
 
 
 def _is_concrete(x) -> bool:
@@ -226,6 +219,7 @@ def _solve(
     made_jump,
     check_times: bool,
     check_ts: bool,
+    adjoint: AbstractAdjoint,
 ):
     subs, subs_treedef = jtu.tree_flatten(
         saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt)
@@ -245,6 +239,9 @@ def _solve(
             if sub.ts is not None:
                 ts = jnp.asarray(sub.ts, time_dtype)
                 t0 = _raise_at_runtime(_ts_checks(ts, t0, t1), t0)
+
+    if not isinstance(adjoint, ForwardMode):
+        terms = closure_convert_terms(terms, t0, y0, args)
 
     # Everything below runs on the forward axis tau = direction * t.
     tau0 = t0 * direction
@@ -272,7 +269,8 @@ def _solve(
     if made_jump is None:
         made_jump = jnp.asarray(False)
 
-    final = _loop.run(
+    final = adjoint.loop(
+        _loop.run,
         terms=terms_fwd,
         solver=solver,
         controller=controller,
@@ -347,7 +345,7 @@ def diffeqsolve(
     *,
     saveat: SaveAt = SaveAt(t1=True),
     stepsize_controller: AbstractStepSizeController = ConstantStepSize(),
-    adjoint: Any = RecursiveCheckpointAdjoint(),
+    adjoint: AbstractAdjoint = RecursiveCheckpointAdjoint(),
     event: Any = None,
     max_steps: int | None = 4096,
     throw: bool = True,
@@ -372,7 +370,11 @@ def diffeqsolve(
     - `saveat`: what to save (`SaveAt`); by default the state at `t1`.
     - `stepsize_controller`: `ConstantStepSize()` (default), `PIDController`,
       `StepTo`, `ClipStepSizeController`.
-    - `adjoint`: how to differentiate (reverse mode comes in a later release).
+    - `adjoint`: how to differentiate: `RecursiveCheckpointAdjoint()` (default;
+      reverse mode), `DirectAdjoint()` (forward and reverse mode, higher
+      derivatives), `ForwardMode()` (`jax.jvp`/`jax.jacfwd`), `BacksolveAdjoint()`
+      (continuous adjoint), `ImplicitAdjoint()` (steady states). See
+      docs/choosing-an-adjoint.md.
     - `event`: not supported yet; must be `None`.
     - `max_steps`: the most steps (accepted and rejected) to attempt; it also sizes
       the buffers of `SaveAt(steps=True)` and `SaveAt(dense=True)`. `None` for no
@@ -411,10 +413,10 @@ def diffeqsolve(
         )
     if event is not None:
         raise NotImplementedError("Events are not supported yet; pass `event=None`.")
-    if not isinstance(adjoint, RecursiveCheckpointAdjoint):
-        raise NotImplementedError(
-            f"`adjoint={adjoint!r}` is not supported yet; use the default "
-            "`RecursiveCheckpointAdjoint()`."
+    if not isinstance(adjoint, AbstractAdjoint):
+        raise TypeError(
+            "`adjoint` must be an adjoint such as `RecursiveCheckpointAdjoint()`, "
+            f"`DirectAdjoint()` or `ForwardMode()`, got {adjoint!r}."
         )
     if not isinstance(progress_meter, AbstractProgressMeter):
         raise TypeError(
@@ -427,6 +429,7 @@ def diffeqsolve(
         raise ValueError(
             f"`max_steps` must be a positive int or None, got {max_steps!r}."
         )
+    adjoint.check(saveat=saveat, max_steps=max_steps, event=event, solver=solver)
     subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
     if max_steps is None and (saveat.dense or any(sub.steps for sub in subs)):
         raise ValueError(
@@ -473,4 +476,5 @@ def diffeqsolve(
         made_jump,
         check_times,
         check_ts,
+        adjoint,
     )

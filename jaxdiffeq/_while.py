@@ -1,10 +1,53 @@
-"""`while_loop`: the loop primitive that the step loop runs on."""
+"""`while_loop`: the loop primitives that the step loop runs on.
 
+Three kinds, one semantics (`val = init_val; while cond_fun(val) and iterations <
+max_steps: val = body_fun(val)`):
+
+- `"lax"`: `lax.while_loop`. Forward mode only.
+- `"bounded"`: nested `lax.scan`s under `jax.checkpoint`. Reverse and forward mode
+  and higher derivatives, at the cost of running `max_steps` guarded iterations
+  (a finished loop skips whole chunks, but under `vmap` the guards become selects).
+- `"checkpointed"`: a `lax.while_loop` that stores a bounded number of states on
+  the way forward and recomputes the rest on the way back (a `jax.custom_vjp`).
+  Reverse mode only.
+
+The checkpointing schedule is online (the number of iterations is not known
+while the loop runs) and the same rule places checkpoints during the forward
+pass and during each recomputation in the backward pass: the dynamic
+checkpointing of Wang, Moin and Iaccarino (SIAM J. Sci. Comput. 31(4), 2009).
+Every state is stored as it is reached; when all slots are full the rule frees a
+"dispensable" one (a checkpoint followed later by one of a higher level), or
+else replaces the latest checkpoint and raises the new one's level. For up to
+about (c+1)(c+2)/2 iterations with c checkpoints this recomputes every iteration
+at most once in the backward pass, as the optimal offline schedule does; past
+that the number of recomputations grows slowly (logarithmically per level).
+"""
+
+import functools
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+import equinox as eqx
+import jax
 import jax.lax as lax
 import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+
+def _check_max_steps(max_steps):
+    if max_steps is None:
+        return
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
+        raise ValueError(f"`max_steps` must be a non-negative int, got {max_steps!r}.")
+
+
+def default_checkpoints(max_steps: int) -> int:
+    """The fewest checkpoints c with c(c+1)/2 >= max_steps (about sqrt(2 max_steps)):
+    enough that the backward pass recomputes every iteration at most once."""
+    c = max(1, math.ceil((math.sqrt(8 * max_steps + 1) - 1) / 2))
+    return max(c, 2)
 
 
 def while_loop(
@@ -13,40 +56,110 @@ def while_loop(
     init_val: Any,
     *,
     max_steps: int | None = None,
-    kind: Literal["lax"] = "lax",
+    kind: Literal["lax", "bounded", "checkpointed"] = "lax",
+    checkpoints: int | None = None,
+    buffers: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """A while loop with an optional bound on its number of iterations.
+    """A while loop with a bound on its number of iterations, differentiable in
+    reverse mode.
 
     Semantics: `val = init_val; while cond_fun(val) and iterations < max_steps:
-    val = body_fun(val)`; return `val`. With `max_steps=None` the loop is unbounded.
+    val = body_fun(val)`; return `val`.
 
     **Arguments:**
 
-    - `cond_fun`, `body_fun`, `init_val`: as in `jax.lax.while_loop`.
-    - `max_steps`: the most iterations to run (a Python int), or `None`.
-    - `kind`: `"lax"`, a plain `lax.while_loop`: forward-mode differentiable
-      (`jax.jvp`), batchable, not reverse-mode differentiable. (The reverse-mode
-      kinds `"bounded"` and `"checkpointed"` are planned.)
-
-    Under `jax.vmap` a batched predicate makes `lax.while_loop` run until every
-    lane is done and select the whole carry on each iteration. Callers that carry
-    large buffers can avoid that by reducing the predicate across the batch and
-    masking their own updates, as the step loop of `diffeqsolve` does.
+    - `cond_fun`, `body_fun`, `init_val`: as in `jax.lax.while_loop`. The
+      functions may close over arrays (including ones being differentiated).
+    - `max_steps`: the most iterations to run (a Python int), or `None` for no
+      bound (only for `"lax"`, and for `"checkpointed"` with `checkpoints` given).
+    - `kind`:
+        - `"lax"`: a plain `lax.while_loop`. Supports `jax.jvp`; not reverse mode.
+        - `"bounded"`: nested scans under `jax.checkpoint` (`max_steps` required).
+          Supports forward and reverse mode and higher derivatives. Memory about
+          `B log_B(max_steps)` carries (B = 16); every one of the `max_steps`
+          iterations is guarded, so under `vmap` it costs `max_steps` bodies.
+        - `"checkpointed"`: online checkpointing (see the module documentation).
+          Reverse mode only (`jax.grad`, `jax.vjp`); `jax.jvp` raises. Memory:
+          `checkpoints` copies of the non-buffer part of the carry; time: one
+          forward pass, at most one recomputation of each iteration (up to about
+          `checkpoints**2 / 2` iterations) and one vector-Jacobian product per
+          iteration. A body is linearised only when its VJP is applied.
+    - `checkpoints`: the number of stored states for `"checkpointed"`. Default:
+      the smallest `c` with `c (c + 1) / 2 >= max_steps`, about
+      `sqrt(2 max_steps)`, so that each iteration is recomputed at most once.
+    - `buffers`: a function of the carry returning the arrays that the body only
+      writes into (e.g. `lambda val: val[1]`), each element at most once (say
+      with `buf.at[i].set(x)` at a computed index). For `"checkpointed"` they are
+      not stored in checkpoints (a solve's outputs are stored once, not once
+      per checkpoint), and the backward pass hands the pulled-back cotangent of
+      the whole buffer to each iteration without copying it. The body must not
+      read a buffer except to decide the value it writes there.
 
     ```python
     import jaxdiffeq as jd
     n = jd.while_loop(lambda i: i < 10, lambda i: i + 1, 0, max_steps=4)  # 4
     ```
+
+    Reverse mode through a loop whose length depends on the data:
+
+    ```python
+    import jax
+    import jaxdiffeq as jd
+
+    def sqrt_newton(a):  # x <- (x + a / x) / 2 until converged
+        def cond(x):
+            return jnp.abs(x * x - a) > 1e-12
+        return jd.while_loop(cond, lambda x: 0.5 * (x + a / x), a,
+                             max_steps=100, kind="checkpointed")
+
+    import jax.numpy as jnp
+    jax.grad(sqrt_newton)(4.0)  # 0.25 (= 1 / (2 sqrt(4)))
+    ```
     """
-    if kind != "lax":
+    if kind not in ("lax", "bounded", "checkpointed"):
         raise ValueError(
-            f"`while_loop(kind={kind!r})` is not available; the supported kind is "
-            "'lax'."
+            f"`while_loop(kind={kind!r})`: `kind` must be 'lax', 'bounded' or "
+            "'checkpointed'."
         )
+    _check_max_steps(max_steps)
+    if checkpoints is not None and (
+        not isinstance(checkpoints, int)
+        or isinstance(checkpoints, bool)
+        or checkpoints < 1
+    ):
+        raise ValueError(f"`checkpoints` must be a positive int, got {checkpoints!r}.")
+    if kind == "lax":
+        return _lax_loop(cond_fun, body_fun, init_val, max_steps)
+    if kind == "bounded":
+        if max_steps is None:
+            raise ValueError(
+                "`while_loop(kind='bounded')` needs `max_steps` (an int): the loop "
+                "is a fixed number of guarded iterations."
+            )
+        return _bounded_loop(cond_fun, body_fun, init_val, max_steps)
+    if max_steps is None and checkpoints is None:
+        raise ValueError(
+            "`while_loop(kind='checkpointed')` with `max_steps=None` needs "
+            "`checkpoints` (an int): the default number of checkpoints is derived "
+            "from `max_steps`."
+        )
+    body_conv, body_consts = jax.closure_convert(body_fun, init_val)
+    cond_conv, cond_consts = jax.closure_convert(cond_fun, init_val)
+    env = (body_consts, cond_consts)
+    return checkpointed_loop(
+        lambda val, env: cond_conv(val, *env[1]),
+        lambda val, env: body_conv(val, *env[0]),
+        init_val,
+        env,
+        max_steps=max_steps,
+        checkpoints=checkpoints,
+        buffers=buffers,
+    )
+
+
+def _lax_loop(cond_fun, body_fun, init_val, max_steps):
     if max_steps is None:
         return lax.while_loop(cond_fun, body_fun, init_val)
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
-        raise ValueError(f"`max_steps` must be a non-negative int, got {max_steps!r}.")
 
     def cond(carry):
         step, val = carry
@@ -58,3 +171,367 @@ def while_loop(
 
     _, out = lax.while_loop(cond, body, (jnp.asarray(0, dtype=jnp.int32), init_val))
     return out
+
+
+# ----------------------------------------------------------------------- bounded
+
+_BOUNDED_BASE = 16
+
+
+def _bounded_loop(cond_fun, body_fun, init_val, max_steps: int):
+    """`base**levels >= max_steps` guarded iterations as nested scans; each level's
+    scan body is rematerialised (`jax.checkpoint`), so the backward pass stores
+    `base` carries per level. Chunks after the loop has finished are skipped with
+    a `lax.cond` (a select under `vmap`)."""
+    if max_steps == 0:
+        return init_val
+    levels = max(1, math.ceil(math.log(max_steps, _BOUNDED_BASE) - 1e-9))
+
+    def alive(carry):
+        i, val = carry
+        return (i < max_steps) & cond_fun(val)
+
+    def one(carry):
+        i, val = carry
+        pred = alive(carry)
+        val = lax.cond(pred, body_fun, lambda v: v, val)
+        return i + pred.astype(i.dtype), val
+
+    def run(level, carry):
+        if level == 0:
+            return one(carry)
+
+        @jax.checkpoint
+        def chunk(carry, _):
+            return run(level - 1, carry), None
+
+        def go(carry):
+            return lax.scan(chunk, carry, None, length=_BOUNDED_BASE)[0]
+
+        return lax.cond(alive(carry), go, lambda c: c, carry)
+
+    # The top level runs only as many chunks as `max_steps` needs.
+    chunk_size = _BOUNDED_BASE ** (levels - 1)
+    top = math.ceil(max_steps / chunk_size)
+
+    @jax.checkpoint
+    def top_chunk(carry, _):
+        return run(levels - 1, carry), None
+
+    carry = (jnp.asarray(0, jnp.int32), init_val)
+    (_, out), _ = lax.scan(top_chunk, carry, None, length=top)
+    return out
+
+
+# ------------------------------------------------------------------ checkpointed
+
+
+class _Book(eqx.Module):
+    """Where the checkpoints are. Entries `[0, count)` of `position`, `level` and
+    `slot` describe the stored checkpoints in increasing position; `slot` is a
+    permutation of the storage rows whose tail `[count, c)` lists the free rows."""
+
+    position: jax.Array
+    level: jax.Array
+    slot: jax.Array
+    count: jax.Array
+
+
+def _empty_book(c: int) -> _Book:
+    zeros = jnp.zeros(c, jnp.int32)
+    return _Book(
+        zeros, zeros, jnp.arange(c, dtype=jnp.int32), jnp.asarray(0, jnp.int32)
+    )
+
+
+def _place(book: _Book, store, position, state, base, allowed):
+    """Store `state`, reached at iteration `position` (larger than every stored
+    position), by the dynamic rule; entries at sorted index <= `base` are kept.
+    Returns the new book and store."""
+    c = book.position.shape[0]
+    index = jnp.arange(c, dtype=jnp.int32)
+    used = index < book.count
+    full = book.count >= c
+    level = jnp.where(used, book.level, -1)
+    # later[r] = the highest level among entries after r.
+    later = lax.cummax(level[::-1])[::-1]
+    later = jnp.concatenate([later[1:], jnp.full((1,), -1, later.dtype)])
+    dispensable = used & (index > base) & (level < later)
+    has_dispensable = jnp.any(dispensable)
+    last = book.count - 1
+    replace_last = full & ~has_dispensable & (last > base)
+    remove = jnp.where(
+        has_dispensable,
+        jnp.max(jnp.where(dispensable, index, -1)),
+        jnp.where(replace_last, last, c),
+    )
+    remove = jnp.where(full, remove, c)  # c: nothing removed
+    store_it = allowed & (~full | has_dispensable | replace_last)
+    new_level = jnp.where(replace_last, book.level[jnp.maximum(last, 0)] + 1, 0)
+    # Take entry `remove` out of the sorted prefix: shift the later ones down and
+    # put its row at the head of the free rows.
+    source = jnp.where(
+        index < remove,
+        index,
+        jnp.where(index < last, index + 1, jnp.where(index == last, remove, index)),
+    )
+    source = jnp.where(store_it & (remove < c), source, index)
+    count = book.count - (store_it & (remove < c)).astype(jnp.int32)
+    position_ = book.position[source]
+    level_ = book.level[source]
+    slot_ = book.slot[source]
+    at = jnp.minimum(count, c - 1)
+    row = slot_[at]
+    new_book = _Book(
+        position=position_.at[at].set(jnp.where(store_it, position, position_[at])),
+        level=level_.at[at].set(jnp.where(store_it, new_level, level_[at])),
+        slot=slot_,
+        count=count + store_it.astype(jnp.int32),
+    )
+
+    def write(buffer, x):
+        old = lax.dynamic_index_in_dim(buffer, row, 0, keepdims=False)
+        return lax.dynamic_update_index_in_dim(
+            buffer, jnp.where(store_it, x, old), row, 0
+        )
+
+    return new_book, jtu.tree_map(write, store, state)
+
+
+def _load(book: _Book, store, index):
+    row = book.slot[index]
+    return jtu.tree_map(
+        lambda s: lax.dynamic_index_in_dim(s, row, 0, keepdims=False), store
+    )
+
+
+class _Split(eqx.Module):
+    """How the leaves of the carry divide: buffers or not; differentiable or not."""
+
+    treedef: Any = eqx.field(static=True)
+    is_buffer: tuple[bool, ...] = eqx.field(static=True)
+    is_inexact: tuple[bool, ...] = eqx.field(static=True)
+
+    def state(self, val):
+        """The leaves stored in checkpoints (everything but the buffers)."""
+        leaves = jtu.tree_leaves(val)
+        return [x for x, b in zip(leaves, self.is_buffer) if not b]
+
+    def buffers(self, val):
+        leaves = jtu.tree_leaves(val)
+        return [x for x, b in zip(leaves, self.is_buffer) if b]
+
+    def join(self, state, buffers):
+        state, buffers = iter(state), iter(buffers)
+        leaves = [next(buffers) if b else next(state) for b in self.is_buffer]
+        return jtu.tree_unflatten(self.treedef, leaves)
+
+
+def _split(init_val, buffers) -> _Split:
+    leaves, treedef = jtu.tree_flatten(init_val)
+    leaves = [jnp.asarray(x) for x in leaves]
+    if buffers is None:
+        is_buffer = (False,) * len(leaves)
+    else:
+        marks = jtu.tree_unflatten(treedef, [False] * len(leaves))
+        chosen = buffers(marks)
+        marks = eqx.tree_at(
+            buffers, marks, replace=jtu.tree_map(lambda _: True, chosen)
+        )
+        is_buffer = tuple(bool(m) for m in jtu.tree_leaves(marks))
+    is_inexact = tuple(bool(jnp.issubdtype(x.dtype, jnp.inexact)) for x in leaves)
+    return _Split(treedef, is_buffer, is_inexact)
+
+
+def _inexact_part(tree):
+    """The inexact array leaves of `tree` (others replaced by `None`)."""
+    return eqx.filter(tree, eqx.is_inexact_array)
+
+
+def _zero_cotangent(tree):
+    def zero(x):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            return jnp.zeros_like(x)
+        return np.zeros(x.shape, jax.dtypes.float0)
+
+    return jtu.tree_map(zero, tree)
+
+
+class _Spec:
+    """The static part of a checkpointed loop: functions, sizes, and the non-array
+    part of `env`."""
+
+    def __init__(
+        self, cond_fun, body_fun, max_steps, checkpoints, split, primal, env_static
+    ):
+        self.cond_fun = cond_fun
+        self.body_fun = body_fun
+        self.max_steps = max_steps
+        self.checkpoints = checkpoints
+        self.split = split
+        self.primal = primal
+        self.env_static = env_static
+
+
+def checkpointed_loop(
+    cond_fun,
+    body_fun,
+    init_val,
+    env,
+    *,
+    max_steps: int | None,
+    checkpoints: int | None,
+    buffers=None,
+    primal: Callable[[Any, Any], Any] | None = None,
+):
+    """The checkpointed loop on explicit functions `cond_fun(val, env)` and
+    `body_fun(val, env)`: everything they close over that may be differentiated
+    is in `env`, whose inexact array leaves receive cotangents.
+
+    `primal(init_val, env)`, if given, computes the same final value by any
+    means; it runs when the loop is not differentiated (the step loop uses a
+    faster, nested form there)."""
+    if checkpoints is None:
+        assert max_steps is not None
+        checkpoints = default_checkpoints(max_steps)
+    init_val = jtu.tree_map(jnp.asarray, init_val)
+    split = _split(init_val, buffers)
+    env_arrays, env_static = eqx.partition(env, eqx.is_array)
+    spec = _Spec(cond_fun, body_fun, max_steps, checkpoints, split, primal, env_static)
+    return _checkpointed(spec, init_val, env_arrays)
+
+
+def _bounded_cond(spec: _Spec, i, val, env):
+    pred = spec.cond_fun(val, env)
+    if spec.max_steps is not None:
+        pred = pred & (i < spec.max_steps)
+    return pred
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _checkpointed(spec: _Spec, init_val, env_arrays):
+    env = eqx.combine(env_arrays, spec.env_static)
+    if spec.primal is not None:
+        return spec.primal(init_val, env)
+
+    def cond(carry):
+        return _bounded_cond(spec, carry[0], carry[1], env)
+
+    def body(carry):
+        return carry[0] + 1, spec.body_fun(carry[1], env)
+
+    return lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), init_val))[1]
+
+
+def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
+    env = eqx.combine(env_arrays, spec.env_static)
+    split = spec.split
+    c = spec.checkpoints
+    state0 = split.state(init_val)
+    store = [jnp.zeros((c, *x.shape), x.dtype) for x in state0]
+
+    def cond(carry):
+        i, val, _, _ = carry
+        return _bounded_cond(spec, i, val, env)
+
+    def body(carry):
+        i, val, book, store = carry
+        book, store = _place(book, store, i, split.state(val), 0, jnp.asarray(True))
+        return i + 1, spec.body_fun(val, env), book, store
+
+    carry = (jnp.asarray(0, jnp.int32), init_val, _empty_book(c), store)
+    n, final, book, store = lax.while_loop(cond, body, carry)
+    residuals = (n, book, store, split.buffers(final), env_arrays)
+    return final, residuals
+
+
+def _float0_like(x):
+    return np.zeros(np.shape(x), jax.dtypes.float0)
+
+
+def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
+    split = spec.split
+    n, book, store, final_buffers, env_arrays = residuals
+    # Residuals may come back as literals; make them arrays again.
+    env_arrays = jtu.tree_map(jnp.asarray, env_arrays)
+    inexact = split.is_inexact
+    ct = [x for x, d in zip(jtu.tree_leaves(ct_final), inexact) if d]
+    env_diff, env_fixed = eqx.partition(env_arrays, eqx.is_inexact_array)
+
+    def environment(env_diff):
+        return eqx.combine(env_diff, env_fixed, spec.env_static)
+
+    def full_value(state):
+        return split.join(state, final_buffers)
+
+    def step(state):
+        val = spec.body_fun(full_value(state), environment(env_diff))
+        return split.state(val)
+
+    def vjp_step(state, ct):
+        """Pull `ct` (on the inexact leaves of the carry) back through one body."""
+        leaves = jtu.tree_leaves(full_value(state))
+        diff_in = [x for x, d in zip(leaves, inexact) if d]
+        fixed = [x for x, d in zip(leaves, inexact) if not d]
+
+        def f(diff_in, env_diff):
+            it_d, it_f = iter(diff_in), iter(fixed)
+            joined = [next(it_d) if d else next(it_f) for d in inexact]
+            val = jtu.tree_unflatten(split.treedef, joined)
+            out = spec.body_fun(val, environment(env_diff))
+            return [x for x, d in zip(jtu.tree_leaves(out), inexact) if d]
+
+        _, pull = jax.vjp(f, diff_in, env_diff)
+        return pull(ct)
+
+    index = jnp.arange(spec.checkpoints, dtype=jnp.int32)
+
+    def outer_cond(carry):
+        return carry[0] >= 0
+
+    def outer_body(carry):
+        k, ct, env_ct, book, store = carry
+        # The latest checkpoint at or before iteration k is the last one stored:
+        # every one after k was dropped when its iteration was reversed.
+        base = book.count - 1
+        start = book.position[base]
+        state = _load(book, store, base)
+
+        def advance_cond(c):
+            return c[0] < k
+
+        def advance_body(c):
+            q, state, book, store = c
+            book, store = _place(book, store, q, state, base, q > start)
+            return q + 1, step(state), book, store
+
+        _, state, book, store = lax.while_loop(
+            advance_cond, advance_body, (start, state, book, store)
+        )
+        ct, env_ct_k = vjp_step(state, ct)
+        env_ct = jtu.tree_map(jnp.add, env_ct, env_ct_k)
+        used = index < book.count
+        count = jnp.sum(used & (book.position < k), dtype=jnp.int32)
+        book = eqx.tree_at(lambda b: b.count, book, count)
+        return k - 1, ct, env_ct, book, store
+
+    env_ct = jtu.tree_map(jnp.zeros_like, env_diff)
+    _, ct, env_ct, _, _ = lax.while_loop(
+        outer_cond, outer_body, (n - 1, ct, env_ct, book, store)
+    )
+    it = iter(ct)
+    init_ct = jtu.tree_unflatten(
+        split.treedef,
+        [
+            next(it) if d else _float0_like(x)
+            for x, d in zip(jtu.tree_leaves(ct_final), inexact)
+        ],
+    )
+    env_ct = jtu.tree_map(
+        lambda x, c: _float0_like(x) if c is None else c, env_arrays, env_ct
+    )
+    return init_ct, env_ct
+
+
+_checkpointed.defvjp(_checkpointed_fwd, _checkpointed_bwd)

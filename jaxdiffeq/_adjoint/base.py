@@ -1,0 +1,54 @@
+"""The adjoint interface: how `diffeqsolve` runs its step loop so that it can be
+differentiated."""
+
+import abc
+
+import equinox as eqx
+import jax.tree_util as jtu
+
+from .._term import AbstractTerm, MultiTerm, ODETerm
+
+
+class AbstractAdjoint(eqx.Module):
+    """How a solve is differentiated.
+
+    `diffeqsolve` validates its inputs and then hands the step loop to the
+    adjoint: `loop(run, **kwargs)` must return what `run(**kwargs)` returns (the
+    final loop state), computed so that the chosen kind of differentiation works.
+    `run` is the step loop of `diffeqsolve`; it takes a `kind` keyword (`"lax"`,
+    `"bounded"` or `"checkpointed"`, see `jaxdiffeq.while_loop`) and
+    `checkpoints`.
+    """
+
+    @abc.abstractmethod
+    def loop(self, run, **kwargs):
+        """Run the step loop `run(**kwargs)`, choosing its loop kind (and any
+        custom differentiation rule around it)."""
+
+    def check(self, *, saveat, max_steps, event, solver) -> None:
+        """Raise a `ValueError` naming the fix if this adjoint cannot
+        differentiate a solve with these settings (checked before tracing)."""
+        del saveat, max_steps, event, solver
+
+
+def _is_term(x):
+    return isinstance(x, AbstractTerm)
+
+
+def closure_convert_terms(terms, t0, y0, args):
+    """Turn the arrays that each `ODETerm`'s vector field closes over into leaves
+    of the term (with `equinox.filter_closure_convert`), so that a differentiated
+    loop receives them as explicit inputs."""
+
+    def convert(term):
+        if isinstance(term, MultiTerm):
+            return MultiTerm(*[convert(t) for t in term.terms])
+        if isinstance(term, ODETerm) and not isinstance(term.vector_field, eqx.Module):
+            fn = eqx.filter_closure_convert(term.vector_field, t0, y0, args)
+            # Nothing closed over that could be differentiated: keep the
+            # function itself (no jaxpr to re-trace).
+            if any(eqx.is_inexact_array(x) for x in jtu.tree_leaves(fn)):
+                return ODETerm(fn)
+        return term
+
+    return jtu.tree_map(convert, terms, is_leaf=_is_term)
