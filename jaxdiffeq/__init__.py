@@ -4,9 +4,14 @@ The public API matches Diffrax's: `import jaxdiffeq as jd` and use
 `jd.diffeqsolve(jd.ODETerm(f), jd.Tsit5(), t0, t1, dt0, y0, ...)`.
 """
 
+from ._adjoint.backsolve import (
+    BacksolveAdjoint as BacksolveAdjoint,
+    adjoint_rms_seminorm as adjoint_rms_seminorm,
+)
 from ._adjoint.base import AbstractAdjoint as AbstractAdjoint
 from ._adjoint.direct import DirectAdjoint as DirectAdjoint
 from ._adjoint.forward import ForwardMode as ForwardMode
+from ._adjoint.implicit import ImplicitAdjoint as ImplicitAdjoint
 from ._adjoint.recursive import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
 from ._controller.base import (
     AbstractAdaptiveStepSizeController as AbstractAdaptiveStepSizeController,

@@ -392,8 +392,7 @@ def checkpointed_loop(
     `primal(init_val, env)`, if given, computes the same final value by any
     means; it runs when the loop is not differentiated (the step loop uses a
     faster, nested form there)."""
-    if checkpoints is None:
-        assert max_steps is not None
+    if checkpoints is None and max_steps is not None:
         checkpoints = default_checkpoints(max_steps)
     init_val = jtu.tree_map(jnp.asarray, init_val)
     split = _split(init_val, buffers)
@@ -428,6 +427,12 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
     env = eqx.combine(env_arrays, spec.env_static)
     split = spec.split
     c = spec.checkpoints
+    if c is None:
+        raise ValueError(
+            "Reverse-mode differentiation of a loop without a bound needs a number "
+            "of checkpoints: pass an int `max_steps` to `diffeqsolve`, or "
+            "`adjoint=RecursiveCheckpointAdjoint(checkpoints=k)`."
+        )
     state0 = split.state(init_val)
     store = [jnp.zeros((c, *x.shape), x.dtype) for x in state0]
 

@@ -395,6 +395,6 @@ def test_events_not_supported():
         solve(event=object())
 
 
-def test_other_adjoints_not_supported():
-    with pytest.raises(NotImplementedError, match="adjoint"):
+def test_adjoint_must_be_an_adjoint():
+    with pytest.raises(TypeError, match="adjoint"):
         solve(adjoint=object())

@@ -15,7 +15,15 @@ _TERM = jd.ODETerm(lambda t, y, args: -args * y)
 def _solve(meter, t1=1.0, dt0=0.01, y0=None, args=1.0):
     y0 = jnp.ones(2) if y0 is None else y0
     ys = jd.diffeqsolve(
-        _TERM, jd.Bosh3(), 0.0, t1, dt0, y0, args, progress_meter=meter
+        _TERM,
+        jd.Bosh3(),
+        0.0,
+        t1,
+        dt0,
+        y0,
+        args,
+        progress_meter=meter,
+        adjoint=jd.ForwardMode(),
     ).ys
     assert ys is not None
     return ys

@@ -16,7 +16,9 @@ LORENZ_ARGS = jnp.array([10.0, 28.0, 8.0 / 3.0])
 TS = jnp.linspace(0.0, 1.0, 7)
 
 
-def solve_lorenz(y0, args, controller, dt0=None, steps=False, max_steps=256):
+def solve_lorenz(
+    y0, args, controller, dt0=None, steps=False, max_steps=256, adjoint=None
+):
     return jd.diffeqsolve(
         jd.ODETerm(lorenz),
         jd.Tsit5(),
@@ -28,6 +30,7 @@ def solve_lorenz(y0, args, controller, dt0=None, steps=False, max_steps=256):
         saveat=jd.SaveAt(t0=True, ts=TS, steps=steps, t1=True),
         stepsize_controller=controller,
         max_steps=max_steps,
+        adjoint=jd.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
     )
 
 
@@ -181,7 +184,9 @@ def test_jvp_constant_steps_matches_finite_differences(wrt):
 
     @eqx.filter_jit
     def f(y0, args):
-        return solve_lorenz(y0, args, jd.ConstantStepSize(), dt0=0.01).ys
+        return solve_lorenz(
+            y0, args, jd.ConstantStepSize(), dt0=0.01, adjoint=jd.ForwardMode()
+        ).ys
 
     if wrt == "y0":
         x, v = y0, jnp.array([1.0, -0.5, 0.3])
@@ -213,6 +218,7 @@ def test_jvp_adaptive_matches_finite_differences_and_exact():
             k,
             saveat=jd.SaveAt(ts=jnp.linspace(0.0, 2.0, 5)),
             stepsize_controller=jd.PIDController(rtol=1e-10, atol=1e-10),
+            adjoint=jd.ForwardMode(),
         ).ys
 
     y0, k = jnp.array([1.0, -2.0]), jnp.asarray(0.7)
@@ -242,6 +248,7 @@ def _cos_solve(t0, t1, ts=None):
         jnp.exp(jnp.sin(t0)) * y_ref,
         saveat=jd.SaveAt(t1=True) if ts is None else jd.SaveAt(ts=ts),
         stepsize_controller=jd.PIDController(rtol=1e-10, atol=1e-10),
+        adjoint=jd.ForwardMode(),
     )
 
 
@@ -289,7 +296,7 @@ def test_vmap_of_jvp():
 
     @eqx.filter_jit
     def f(y0):
-        return solve_lorenz(y0, LORENZ_ARGS, PID).ys
+        return solve_lorenz(y0, LORENZ_ARGS, PID, adjoint=jd.ForwardMode()).ys
 
     v = jnp.array([0.3, 0.2, -0.1])
     jvp = lambda y0: jax.jvp(f, (y0,), (v,))  # noqa: E731

@@ -31,7 +31,8 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     - `checkpoints`: the number of stored states. Default (`None`): the
       smallest `c` with `c (c + 1) / 2` at least the loop's bound (derived from
       `max_steps` and the number of saved outputs), about `sqrt(2 max_steps)`.
-      Required when `max_steps=None`.
+      Required for reverse mode when `max_steps=None` (a `ValueError` says so;
+      a solve that is not differentiated runs without it).
 
     Forward mode (`jax.jvp`, `jax.jacfwd`) is not supported: use `ForwardMode`
     (or `DirectAdjoint`, which supports both).
@@ -62,15 +63,6 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
         if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
             raise ValueError(
                 f"`checkpoints` must be a positive int or None, got {c!r}."
-            )
-
-    def check(self, *, saveat, max_steps, event, solver) -> None:
-        del saveat, event, solver
-        if max_steps is None and self.checkpoints is None:
-            raise ValueError(
-                "`RecursiveCheckpointAdjoint` with `max_steps=None` needs "
-                "`checkpoints=...` (the default is derived from `max_steps`); pass "
-                "an int `max_steps`, or `RecursiveCheckpointAdjoint(checkpoints=k)`."
             )
 
     def loop(self, run, **kwargs):
