@@ -398,7 +398,17 @@ def checkpointed_loop(
     split = _split(init_val, buffers)
     env_arrays, env_static = eqx.partition(env, eqx.is_array)
     spec = _Spec(cond_fun, body_fun, max_steps, checkpoints, split, primal, env_static)
-    return _checkpointed(spec, init_val, env_arrays)
+    out = _checkpointed(spec, init_val, env_arrays)
+    return _stop_integer_tangents(out)
+
+
+def _stop_integer_tangents(tree):
+    """Integer and boolean outputs of a `custom_vjp` carry no tangent; saying so
+    keeps JAX from linearising what is computed from them (some primitives, such
+    as those of `equinox.error_if`, have no differentiation rule)."""
+    return jtu.tree_map(
+        lambda x: x if eqx.is_inexact_array(x) else lax.stop_gradient(x), tree
+    )
 
 
 def _bounded_cond(spec: _Spec, i, val, env):

@@ -13,6 +13,7 @@ from .._controller.base import AbstractAdaptiveStepSizeController, rms_norm
 from .._controller.constant import ConstantStepSize
 from .._saveat import SubSaveAt, save_y
 from .._term import AbstractTerm, ODETerm
+from .._while import _stop_integer_tangents
 from .base import AbstractAdjoint
 
 
@@ -72,7 +73,9 @@ class BacksolveAdjoint(AbstractAdjoint):
     Ordinary Differential Equations", NeurIPS 2018.
     """
 
-    kwargs: dict[str, Any]
+    # Sorted (key, value) pairs rather than a dict, so that the adjoint is
+    # hashable (e.g. a static argument of `jax.jit`).
+    settings: tuple[tuple[str, Any], ...]
 
     def __init__(self, **kwargs):
         for key in ("terms", "t0", "t1", "y0", "args", "saveat", "adjoint", "dt0"):
@@ -81,7 +84,12 @@ class BacksolveAdjoint(AbstractAdjoint):
                     f"`BacksolveAdjoint({key}=...)`: the backward solve takes "
                     f"`{key}` from the forward solve; pass solver settings only."
                 )
-        self.kwargs = kwargs
+        self.settings = tuple(sorted(kwargs.items()))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the backward `diffeqsolve`."""
+        return dict(self.settings)
 
     def check(self, *, saveat, max_steps, event, solver) -> None:
         del max_steps, event, solver
@@ -139,11 +147,7 @@ class BacksolveAdjoint(AbstractAdjoint):
             return (_cotangent_tree(arrays, grads),)
 
         solve.defvjp(fwd, bwd)
-        final = solve(arrays)
-        # Integer outputs (counters, the result code) carry no tangent.
-        return jtu.tree_map(
-            lambda x: x if eqx.is_inexact_array(x) else lax.stop_gradient(x), final
-        )
+        return _stop_integer_tangents(solve(arrays))
 
 
 def _cotangent_tree(arrays, grads):
