@@ -116,7 +116,7 @@ class BacksolveAdjoint(AbstractAdjoint):
                     "state and apply the function afterwards."
                 )
 
-    def loop(self, run, **kwargs):
+    def loop(self, run, **kwargs) -> Any:
         terms = kwargs["terms"]
         for term in jtu.tree_leaves(
             terms, is_leaf=lambda x: isinstance(x, AbstractTerm)

@@ -2,6 +2,7 @@
 differentiated."""
 
 import abc
+from typing import Any
 
 import equinox as eqx
 import jax.tree_util as jtu
@@ -21,7 +22,7 @@ class AbstractAdjoint(eqx.Module):
     """
 
     @abc.abstractmethod
-    def loop(self, run, **kwargs):
+    def loop(self, run, **kwargs) -> Any:
         """Run the step loop `run(**kwargs)`, choosing its loop kind (and any
         custom differentiation rule around it)."""
 

@@ -1,6 +1,8 @@
 """`DirectAdjoint`: a bounded loop that every JAX transformation can
 differentiate."""
 
+from typing import Any
+
 from .base import AbstractAdjoint
 
 
@@ -44,5 +46,5 @@ class DirectAdjoint(AbstractAdjoint):
                 "many guarded iterations."
             )
 
-    def loop(self, run, **kwargs):
+    def loop(self, run, **kwargs) -> Any:
         return run(kind="bounded", checkpoints=None, **kwargs)

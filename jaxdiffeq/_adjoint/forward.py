@@ -1,5 +1,7 @@
 """`ForwardMode`: forward-mode differentiation through a plain loop."""
 
+from typing import Any
+
 from .base import AbstractAdjoint
 
 
@@ -29,5 +31,5 @@ class ForwardMode(AbstractAdjoint):
     ```
     """
 
-    def loop(self, run, **kwargs):
+    def loop(self, run, **kwargs) -> Any:
         return run(kind="lax", checkpoints=None, **kwargs)

@@ -1,6 +1,8 @@
 """`ImplicitAdjoint`: gradients of a steady state by the implicit function
 theorem."""
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.lax as lax
@@ -64,7 +66,7 @@ class ImplicitAdjoint(AbstractAdjoint):
                 "differentiates the steady state at `t1`."
             )
 
-    def loop(self, run, **kwargs):
+    def loop(self, run, **kwargs) -> Any:
         terms, args, t1, direction = (
             kwargs["terms"],
             kwargs["args"],

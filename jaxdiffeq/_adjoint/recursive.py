@@ -1,6 +1,8 @@
 """`RecursiveCheckpointAdjoint`: reverse mode through the step loop with online
 checkpointing."""
 
+from typing import Any
+
 import equinox as eqx
 
 from .base import AbstractAdjoint
@@ -65,5 +67,5 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
                 f"`checkpoints` must be a positive int or None, got {c!r}."
             )
 
-    def loop(self, run, **kwargs):
+    def loop(self, run, **kwargs) -> Any:
         return run(kind="checkpointed", checkpoints=self.checkpoints, **kwargs)
