@@ -28,6 +28,7 @@ import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
+from common import ratio, summary, time_interleaved, verdict  # noqa: E402
 
 import jaxdiffeq as jd  # noqa: E402
 
@@ -110,61 +111,6 @@ def step_counts(solve, y0, batched=False):
     if batched:
         out["max_lane_steps"] = int((acc + rej).max())
     return out
-
-
-def calibrate(fn, arg, min_sample_s):
-    """How many calls make one timing sample last at least `min_sample_s`."""
-    t = time.perf_counter()
-    jax.block_until_ready(fn(arg))
-    one = time.perf_counter() - t
-    return max(1, int(np.ceil(min_sample_s / max(one, 1e-9))))
-
-
-def time_interleaved(fns, arg, repeats, min_sample_s):
-    """Time several compiled `fn(arg)` alternately (the order flips every repeat).
-
-    Returns, per name, the per-call seconds of each sample (a sample is `number`
-    back-to-back calls, each waited for with `jax.block_until_ready`).
-    """
-    for fn in fns.values():  # compile and warm up
-        jax.block_until_ready(fn(arg))
-        jax.block_until_ready(fn(arg))
-    numbers = {name: calibrate(fn, arg, min_sample_s) for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            fn, number = fns[name], numbers[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                jax.block_until_ready(fn(arg))
-            times[name].append((time.perf_counter() - start) / number)
-    return times, numbers
-
-
-def summary(samples):
-    return {
-        "min_s": min(samples),
-        "median_s": statistics.median(samples),
-        "samples_s": samples,
-    }
-
-
-def ratio(times, num, den):
-    """Three estimates of `num / den`. "paired" is judged: the median over repeats
-    of the ratio of the two samples taken back to back in the same repeat, which
-    cancels the machine's slow drift. (The ratio of the minima flipped PASS/MISS
-    between otherwise identical runs: one lucky sample of either side decides it.)"""
-    pairs = [a / b for a, b in zip(times[num]["samples_s"], times[den]["samples_s"])]
-    return {
-        "paired": statistics.median(pairs),
-        "min": times[num]["min_s"] / times[den]["min_s"],
-        "median": times[num]["median_s"] / times[den]["median_s"],
-    }
-
-
-def verdict(value, target):
-    return "PASS" if value <= target else "MISS"
 
 
 def max_abs_diff(a, b):

@@ -244,49 +244,69 @@ def _empty_book(c: int) -> _Book:
     )
 
 
-def _place(book: _Book, store, position, state, base, allowed):
-    """Store `state`, reached at iteration `position` (larger than every stored
-    position), by the dynamic rule; entries at sorted index <= `base` are kept.
-    Returns the new book and store."""
+def _append(book: _Book, position, base, allowed):
+    """A free row exists: store at it, level 0. O(1) work."""
+    del base
+    at = book.count
+    new_book = _Book(
+        position=book.position.at[at].set(position),
+        level=book.level.at[at].set(0),
+        slot=book.slot,
+        count=book.count + 1,
+    )
+    book = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(allowed, new, old), new_book, book
+    )
+    return book, new_book.slot[at], allowed
+
+
+def _replace(book: _Book, position, base, allowed):
+    """Every row is used: free a dispensable checkpoint (one followed later by a
+    checkpoint of a higher level), the latest one if several; if there is none,
+    replace the latest checkpoint and raise the level. Entries at sorted index
+    <= `base` are kept. O(checkpoints) work."""
     c = book.position.shape[0]
     index = jnp.arange(c, dtype=jnp.int32)
-    used = index < book.count
-    full = book.count >= c
-    level = jnp.where(used, book.level, -1)
+    level = book.level
     # later[r] = the highest level among entries after r.
     later = lax.cummax(level[::-1])[::-1]
     later = jnp.concatenate([later[1:], jnp.full((1,), -1, later.dtype)])
-    dispensable = used & (index > base) & (level < later)
+    dispensable = (index > base) & (level < later)
     has_dispensable = jnp.any(dispensable)
-    last = book.count - 1
-    replace_last = full & ~has_dispensable & (last > base)
+    last = c - 1
+    replace_last = ~has_dispensable & (last > base)
     remove = jnp.where(
-        has_dispensable,
-        jnp.max(jnp.where(dispensable, index, -1)),
-        jnp.where(replace_last, last, c),
+        has_dispensable, jnp.max(jnp.where(dispensable, index, -1)), last
     )
-    remove = jnp.where(full, remove, c)  # c: nothing removed
-    store_it = allowed & (~full | has_dispensable | replace_last)
-    new_level = jnp.where(replace_last, book.level[jnp.maximum(last, 0)] + 1, 0)
+    store_it = allowed & (has_dispensable | replace_last)
+    new_level = jnp.where(replace_last, level[last] + 1, 0)
     # Take entry `remove` out of the sorted prefix: shift the later ones down and
-    # put its row at the head of the free rows.
+    # put its row last, where the new entry goes.
     source = jnp.where(
-        index < remove,
-        index,
-        jnp.where(index < last, index + 1, jnp.where(index == last, remove, index)),
+        index < remove, index, jnp.where(index < last, index + 1, remove)
     )
-    source = jnp.where(store_it & (remove < c), source, index)
-    count = book.count - (store_it & (remove < c)).astype(jnp.int32)
-    position_ = book.position[source]
-    level_ = book.level[source]
-    slot_ = book.slot[source]
-    at = jnp.minimum(count, c - 1)
-    row = slot_[at]
+    source = jnp.where(store_it, source, index)
+    slot = book.slot[source]
     new_book = _Book(
-        position=position_.at[at].set(jnp.where(store_it, position, position_[at])),
-        level=level_.at[at].set(jnp.where(store_it, new_level, level_[at])),
-        slot=slot_,
-        count=count + store_it.astype(jnp.int32),
+        position=book.position[source].at[last].set(position),
+        level=book.level[source].at[last].set(new_level),
+        slot=slot,
+        count=book.count,
+    )
+    book = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(store_it, new, old), new_book, book
+    )
+    return book, slot[last], store_it
+
+
+def _place(book: _Book, store, position, state, base, allowed):
+    """Store `state`, reached at iteration `position` (larger than every stored
+    position), by the dynamic rule; entries at sorted index <= `base` are kept.
+    Returns the new book and store. While rows are free this is O(1) work (a
+    `lax.cond`: the book is the same in every lane of a `vmap`)."""
+    c = book.position.shape[0]
+    book, row, store_it = lax.cond(
+        book.count < c, _append, _replace, book, position, base, allowed
     )
 
     def write(buffer, x):
@@ -295,7 +315,7 @@ def _place(book: _Book, store, position, state, base, allowed):
             buffer, jnp.where(store_it, x, old), row, 0
         )
 
-    return new_book, jtu.tree_map(write, store, state)
+    return book, jtu.tree_map(write, store, state)
 
 
 def _load(book: _Book, store, index):

@@ -1,0 +1,284 @@
+"""Gradient speed of jaxdiffeq against Diffrax 0.7.2 (and a hand-written scan).
+
+Run from the repository root:
+
+    .venv/bin/python bench/gradients.py            # full run (several minutes)
+    .venv/bin/python bench/gradients.py --quick    # smoke run (few repeats)
+
+Prints a table and writes `bench/results/gradients.json`. Both libraries use
+`RecursiveCheckpointAdjoint()` with their default checkpoints; every ratio is
+measured in this one run. See `bench/README.md`.
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_compilation_cache", False)
+
+import diffrax  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import jaxlib  # noqa: E402
+from common import ratio, summary, time_interleaved, verdict  # noqa: E402
+
+import jaxdiffeq as jd  # noqa: E402
+
+LIBS = {"ours": jd, "diffrax": diffrax}
+RESULTS_PATH = Path(__file__).parent / "results" / "gradients.json"
+TARGET_GRAD = 0.7  # (a)-(c): ours / Diffrax
+TARGET_COMPILE = 0.6  # (d)
+TARGET_SCAN = 1.3  # (e): ours / scan under jax.checkpoint
+DIM, DT, T1, STEPS = 100, 0.01, 10.0, 1000
+
+
+class VectorField(eqx.Module):
+    """The seeds' neural ODE: an MLP 100 -> 100 of the given width, depth 4."""
+
+    mlp: eqx.nn.MLP
+
+    def __init__(self, width, key):
+        self.mlp = eqx.nn.MLP(DIM, DIM, width, 4, key=key)
+
+    def __call__(self, t, y, args):
+        return self.mlp(y)
+
+
+def neural_ode_grad(lib):
+    """`(model, y0s) -> (loss, grads)`: mean-square loss of the `vmap`ped
+    solutions at t1, gradient with respect to the MLP's parameters."""
+
+    def solve(model, y0):
+        return lib.diffeqsolve(
+            lib.ODETerm(model),
+            lib.Euler(),
+            0.0,
+            T1,
+            DT,
+            y0,
+            saveat=lib.SaveAt(t1=True),
+            adjoint=lib.RecursiveCheckpointAdjoint(),
+            max_steps=STEPS,
+        ).ys
+
+    @eqx.filter_jit
+    @eqx.filter_value_and_grad
+    def loss(model, y0s):
+        ys = jax.vmap(solve, in_axes=(None, 0))(model, y0s)
+        return jnp.mean(ys**2)
+
+    return loss
+
+
+def lorenz(t, y, args):
+    sigma, rho, beta = args
+    x, u, z = y[0], y[1], y[2]
+    return jnp.stack([sigma * (u - x), x * (rho - z) - u, x * u - beta * z])
+
+
+LORENZ_ARGS = jnp.array([10.0, 28.0, 8.0 / 3.0])
+LORENZ_Y0 = jnp.array([1.0, 1.0, 1.0])
+
+
+def lorenz_grad(lib, vf=lorenz):
+    """`(y0, args) -> gradients` of the sum of squares of 100 saved states, Tsit5
+    with PID(1e-6, 1e-6) on [0, 10]."""
+    ts = jnp.linspace(0.0, 10.0, 100)
+
+    def loss(y0, args):
+        sol = lib.diffeqsolve(
+            lib.ODETerm(vf),
+            lib.Tsit5(),
+            0.0,
+            10.0,
+            0.01,
+            y0,
+            args,
+            saveat=lib.SaveAt(ts=ts),
+            stepsize_controller=lib.PIDController(rtol=1e-6, atol=1e-6),
+            adjoint=lib.RecursiveCheckpointAdjoint(),
+        )
+        return jnp.sum(sol.ys**2)
+
+    return jax.grad(loss, argnums=(0, 1))
+
+
+def time_pair(fns, arg, cfg):
+    samples, numbers = time_interleaved(fns, arg, cfg.repeats, cfg.min_sample_s)
+    times = {n: summary(s) for n, s in samples.items()}
+    return times, numbers
+
+
+def max_rel_diff(a, b):
+    a, b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return max(
+        float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-300))
+        for x, y in zip(a, b)
+    )
+
+
+def case_neural(cfg, width, batch):
+    model = VectorField(width, jr.PRNGKey(10))
+    y0s = jnp.ones((batch, DIM))
+    grads = {n: neural_ode_grad(lib) for n, lib in LIBS.items()}
+    fns = {n: (lambda m, g=g: g(m, y0s)) for n, g in grads.items()}
+    times, numbers = time_pair(fns, model, cfg)
+    return {
+        "description": f"neural ODE, MLP width {width} depth 4, Euler, 1000 steps, "
+        f"batch {batch}, grad wrt MLP parameters",
+        "times": times,
+        "calls_per_sample": numbers,
+        "ratio_ours_diffrax": ratio(times, "ours", "diffrax"),
+        "target": TARGET_GRAD,
+        "max_rel_diff_grads": max_rel_diff(fns["ours"](model), fns["diffrax"](model)),
+    }
+
+
+def case_c(cfg):
+    fns = {
+        n: jax.jit(lambda a, g=lorenz_grad(lib): g(LORENZ_Y0, a))
+        for n, lib in LIBS.items()
+    }
+    times, numbers = time_pair(fns, LORENZ_ARGS, cfg)
+    return {
+        "description": "Lorenz, Tsit5 + PID(1e-6, 1e-6), t in [0, 10], "
+        "SaveAt(ts=100), grad wrt y0 and (sigma, rho, beta)",
+        "times": times,
+        "calls_per_sample": numbers,
+        "ratio_ours_diffrax": ratio(times, "ours", "diffrax"),
+        "target": TARGET_GRAD,
+        "max_rel_diff_grads": max_rel_diff(
+            fns["ours"](LORENZ_ARGS), fns["diffrax"](LORENZ_ARGS)
+        ),
+    }
+
+
+def case_d(cfg):
+    """Compile time of (c): tracing + XLA compile of a fresh function each time."""
+    walls = {n: [] for n in LIBS}
+    for r in range(cfg.compile_repeats):
+        for name in list(LIBS) if r % 2 == 0 else list(LIBS)[::-1]:
+
+            def vf(t, y, args):
+                return lorenz(t, y, args)
+
+            g = jax.jit(lambda a, g=lorenz_grad(LIBS[name], vf): g(LORENZ_Y0, a))
+            start = time.perf_counter()
+            g.lower(LORENZ_ARGS).compile()
+            walls[name].append(time.perf_counter() - start)
+    times = {n: summary(s) for n, s in walls.items()}
+    return {
+        "description": "compile time of (c) (lower + compile, fresh functions)",
+        "times": times,
+        "ratio_ours_diffrax": ratio(times, "ours", "diffrax"),
+        "target": TARGET_COMPILE,
+    }
+
+
+def case_e(cfg):
+    """1000 Euler steps of the width-100 neural ODE, forward and backward: ours
+    against a `lax.scan` whose body is under `jax.checkpoint`."""
+    model = VectorField(100, jr.PRNGKey(10))
+    y0 = jnp.ones(DIM)
+
+    @eqx.filter_jit
+    @eqx.filter_value_and_grad
+    def scan_loss(model):
+        @jax.checkpoint
+        def step(y, _):
+            return y + DT * model(0.0, y, None), None
+
+        y1, _ = jax.lax.scan(step, y0, None, length=STEPS)
+        return jnp.mean(y1**2)
+
+    ours = neural_ode_grad(jd)
+    diffrax_grad = neural_ode_grad(diffrax)
+    fns = {
+        "ours": lambda m: ours(m, y0[None]),
+        "scan": scan_loss,
+        "diffrax": lambda m: diffrax_grad(m, y0[None]),
+    }
+    times, numbers = time_pair(fns, model, cfg)
+    return {
+        "description": "1000 Euler steps (width-100 neural ODE, batch 1), forward + "
+        "backward, vs lax.scan under jax.checkpoint",
+        "times": times,
+        "calls_per_sample": numbers,
+        "ratio_ours_scan": ratio(times, "ours", "scan"),
+        "ratio_diffrax_scan": ratio(times, "diffrax", "scan"),
+        "target": TARGET_SCAN,
+        "max_rel_diff_grads": max_rel_diff(fns["ours"](model), fns["scan"](model)),
+    }
+
+
+CASES = {
+    "a1": lambda cfg: case_neural(cfg, 100, 1),
+    "a100": lambda cfg: case_neural(cfg, 100, 100),
+    "b": lambda cfg: case_neural(cfg, 1000, 1),
+    "c": case_c,
+    "d": case_d,
+    "e": case_e,
+}
+
+
+def fmt(seconds):
+    return f"{seconds * 1e3:9.2f} ms"
+
+
+def print_table(results):
+    print(f"\n{'case':6} {'ours':>12} {'other':>12} {'ratio':>7} target  verdict")
+    for name, r in results.items():
+        t = r["times"]
+        if name == "e":
+            key, other = "ratio_ours_scan", "scan"
+        else:
+            key, other = "ratio_ours_diffrax", "diffrax"
+        value = r[key]["paired"] if name != "d" else r[key]["median"]
+        ours = t["ours"]["median_s"]
+        print(
+            f"({name:4}) {fmt(ours)} {fmt(t[other]['median_s'])} {value:7.2f} "
+            f"<= {r['target']:<4} {verdict(value, r['target'])}"
+        )
+        if name == "e":
+            print(f"       Diffrax / scan: {r['ratio_diffrax_scan']['paired']:.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", default="".join(CASES), help="e.g. 'a1,c'")
+    args = parser.parse_args()
+    cfg = argparse.Namespace(
+        repeats=3 if args.quick else 9,
+        min_sample_s=0.02,
+        compile_repeats=1 if args.quick else 3,
+    )
+    wanted = [c for c in CASES if c in args.cases.split(",")] or list(CASES)
+    results = {}
+    for name in wanted:
+        print(f"case {name} ...", flush=True)
+        results[name] = CASES[name](cfg)
+    print_table(results)
+    if not args.quick:
+        RESULTS_PATH.parent.mkdir(exist_ok=True)
+        meta = {
+            "python": sys.version.split()[0],
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "diffrax": diffrax.__version__,
+            "machine": platform.platform(),
+            "devices": [str(d) for d in jax.devices()],
+        }
+        RESULTS_PATH.write_text(json.dumps({"meta": meta, "cases": results}, indent=1))
+        print(f"wrote {RESULTS_PATH}")
+
+
+if __name__ == "__main__":
+    main()
