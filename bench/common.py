@@ -1,10 +1,28 @@
 """Timing helpers shared by the benchmark scripts (see bench/README.md)."""
 
+import platform
 import statistics
+import sys
 import time
 
 import jax
 import numpy as np
+
+
+def environment(**extra):
+    """What a result was measured on, for the JSON files."""
+    import diffrax
+    import jaxlib
+
+    return {
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "diffrax": diffrax.__version__,
+        "machine": platform.platform(),
+        "devices": [str(d) for d in jax.devices()],
+        **extra,
+    }
 
 
 def calibrate(fn, arg, min_sample_s):

@@ -12,8 +12,6 @@ measured in this one run. See `bench/README.md`.
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +24,7 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
-import jaxlib  # noqa: E402
-from common import ratio, summary, time_interleaved, verdict  # noqa: E402
+from common import environment, ratio, summary, time_interleaved, verdict  # noqa: E402
 
 import jaxdiffeq as jd  # noqa: E402
 
@@ -268,14 +265,7 @@ def main():
     print_table(results)
     if not args.quick:
         RESULTS_PATH.parent.mkdir(exist_ok=True)
-        meta = {
-            "python": sys.version.split()[0],
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "diffrax": diffrax.__version__,
-            "machine": platform.platform(),
-            "devices": [str(d) for d in jax.devices()],
-        }
+        meta = environment()
         RESULTS_PATH.write_text(json.dumps({"meta": meta, "cases": results}, indent=1))
         print(f"wrote {RESULTS_PATH}")
 

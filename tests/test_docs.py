@@ -24,7 +24,12 @@ DOC_EXAMPLES = _doc_examples()
 
 def test_doc_examples_were_found():
     names = {param.id.rsplit("-", 1)[0] for param in DOC_EXAMPLES}
-    assert {"README.md", "choosing-a-solver.md", "migrating-from-diffrax.md"} <= names
+    assert {
+        "README.md",
+        "choosing-a-solver.md",
+        "choosing-an-adjoint.md",
+        "migrating-from-diffrax.md",
+    } <= names
 
 
 @pytest.mark.parametrize("code", DOC_EXAMPLES)
