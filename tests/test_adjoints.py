@@ -307,3 +307,40 @@ def test_unbounded_reverse_mode_needs_checkpoints():
 def test_bad_checkpoints():
     with pytest.raises(ValueError, match="checkpoints"):
         jd.RecursiveCheckpointAdjoint(checkpoints=0)
+
+
+@pytest.mark.parametrize(
+    "saveat",
+    [
+        jd.SaveAt(steps=True, ts=jnp.linspace(0.0, 1.0, 4)),
+        jd.SaveAt(dense=True),
+        jd.SaveAt(subs=[jd.SubSaveAt(ts=jnp.array([0.2, 0.7])), jd.SubSaveAt(t1=True)]),
+    ],
+    ids=["steps+ts", "dense", "subs"],
+)
+def test_output_buffers(saveat):
+    """Outputs written inside the loop (the checkpointed loop's buffers) get the
+    same gradient as forward mode computes."""
+
+    def loss(k, adjoint):
+        sol = jd.diffeqsolve(
+            jd.ODETerm(_vdp),
+            jd.Tsit5(),
+            0.0,
+            1.0,
+            None,
+            Y0,
+            k,
+            saveat=saveat,
+            stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-6),
+            adjoint=adjoint,
+            max_steps=64,
+        )
+        if saveat.dense:
+            return jnp.sum(sol.evaluate(0.37) ** 2)
+        ys = jax.tree_util.tree_leaves(sol.ys)
+        return sum(jnp.sum(jnp.where(jnp.isfinite(y), y, 0.0) ** 2) for y in ys)
+
+    reverse = jax.grad(loss)(K, jd.RecursiveCheckpointAdjoint(checkpoints=3))
+    forward = jax.jacfwd(loss)(K, jd.ForwardMode())
+    np.testing.assert_allclose(reverse, forward, rtol=1e-10)
