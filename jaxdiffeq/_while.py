@@ -465,6 +465,78 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
         )
     state0 = split.state(init_val)
     store = [jnp.zeros((c, *x.shape), x.dtype) for x in state0]
+    # The static schedule when it covers the bound with each step recomputed at
+    # most once; otherwise the dynamic rule, which degrades gracefully.
+    if spec.max_steps is not None and c * (c + 1) // 2 >= spec.max_steps:
+        n, final, book, store = _forward_static(spec, init_val, env, store)
+    else:
+        n, final, book, store = _forward_dynamic(spec, init_val, env, store)
+    residuals = (n, book, store, split.buffers(final), env_arrays)
+    return final, residuals
+
+
+def _static_positions(c: int, max_steps: int) -> np.ndarray:
+    """Where the forward pass stores its c checkpoints when the loop is bounded
+    by `max_steps <= c (c + 1) / 2`: segments of lengths c, c - 1, ..., 1.
+    When the backward pass reverses segment i, the c - i rows of the later
+    segments are free, so with c (c + 1) / 2 >= max_steps it can store every
+    state of the segment while recomputing it once."""
+    assert c * (c + 1) // 2 >= max_steps
+    lengths = [c - i for i in range(c)]
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+
+
+def _forward_static(spec: _Spec, init_val, env, store):
+    """The forward pass of a bounded loop: checkpoints at static positions, and
+    between them an inner loop whose carry is only the loop's own (small loops
+    stay fast on the CPU; the store is touched c times, not every iteration)."""
+    c = spec.checkpoints
+    positions = _static_positions(c, spec.max_steps)
+    # The position after the last checkpoint: never reached.
+    next_positions = jnp.asarray(
+        np.concatenate([positions[1:], [np.iinfo(np.int32).max]]), jnp.int32
+    )
+
+    def outer_cond(carry):
+        i, val, j, _ = carry
+        return (j < c) & _bounded_cond(spec, i, val, env)
+
+    def outer_body(carry):
+        i, val, j, store = carry
+        store = [
+            lax.dynamic_update_index_in_dim(s, x, j, 0)
+            for s, x in zip(store, spec.split.state(val))
+        ]
+        until = next_positions[j]
+
+        def cond(inner):
+            i, val = inner
+            return (i < until) & _bounded_cond(spec, i, val, env)
+
+        def body(inner):
+            i, val = inner
+            return i + 1, spec.body_fun(val, env)
+
+        i, val = lax.while_loop(cond, body, (i, val))
+        return i, val, j + 1, store
+
+    zero = jnp.asarray(0, jnp.int32)
+    n, final, count, store = lax.while_loop(
+        outer_cond, outer_body, (zero, init_val, zero, store)
+    )
+    book = _Book(
+        position=jnp.asarray(positions),
+        level=jnp.zeros(c, jnp.int32),
+        slot=jnp.arange(c, dtype=jnp.int32),
+        count=count,
+    )
+    return n, final, book, store
+
+
+def _forward_dynamic(spec: _Spec, init_val, env, store):
+    """The forward pass of an unbounded loop: every state is offered to the
+    dynamic rule."""
+    c = spec.checkpoints
 
     def cond(carry):
         i, val, _, _ = carry
@@ -472,13 +544,12 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
 
     def body(carry):
         i, val, book, store = carry
-        book, store = _place(book, store, i, split.state(val), 0, jnp.asarray(True))
+        state = spec.split.state(val)
+        book, store = _place(book, store, i, state, 0, jnp.asarray(True))
         return i + 1, spec.body_fun(val, env), book, store
 
     carry = (jnp.asarray(0, jnp.int32), init_val, _empty_book(c), store)
-    n, final, book, store = lax.while_loop(cond, body, carry)
-    residuals = (n, book, store, split.buffers(final), env_arrays)
-    return final, residuals
+    return lax.while_loop(cond, body, carry)
 
 
 def _float0_like(x):
@@ -520,8 +591,6 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         _, pull = jax.vjp(f, diff_in, env_diff)
         return pull(ct)
 
-    index = jnp.arange(spec.checkpoints, dtype=jnp.int32)
-
     def outer_cond(carry):
         return carry[0] >= 0
 
@@ -546,8 +615,10 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         )
         ct, env_ct_k = vjp_step(state, ct)
         env_ct = jtu.tree_map(jnp.add, env_ct, env_ct_k)
-        used = index < book.count
-        count = jnp.sum(used & (book.position < k), dtype=jnp.int32)
+        # Drop the checkpoint at k if there is one: it can only be the last (the
+        # cursor was loaded from it and nothing was stored after it).
+        last = book.position[jnp.maximum(book.count - 1, 0)]
+        count = book.count - ((book.count > 0) & (last >= k)).astype(jnp.int32)
         book = eqx.tree_at(lambda b: b.count, book, count)
         return k - 1, ct, env_ct, book, store
 
