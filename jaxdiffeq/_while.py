@@ -11,16 +11,25 @@ max_steps: val = body_fun(val)`):
   the way forward and recomputes the rest on the way back (a `jax.custom_vjp`).
   Reverse mode only.
 
-The checkpointing schedule is online (the number of iterations is not known
-while the loop runs) and the same rule places checkpoints during the forward
-pass and during each recomputation in the backward pass: the dynamic
-checkpointing of Wang, Moin and Iaccarino (SIAM J. Sci. Comput. 31(4), 2009).
-Every state is stored as it is reached; when all slots are full the rule frees a
-"dispensable" one (a checkpoint followed later by one of a higher level), or
-else replaces the latest checkpoint and raises the new one's level. For up to
-about (c+1)(c+2)/2 iterations with c checkpoints this recomputes every iteration
-at most once in the backward pass, as the optimal offline schedule does; past
-that the number of recomputations grows slowly (logarithmically per level).
+The checkpointing schedule is online: the number of iterations is not known
+while the loop runs.
+
+- Forward pass, when the bound `max_steps` is at most c(c+1)/2 (c checkpoints,
+  the default): checkpoints at the static positions 0, c, c + (c-1), ... (segments
+  of lengths c, c-1, ..., 1). Between them the loop runs as a plain inner loop
+  whose carry is the loop's own, so the checkpoint store is touched c times
+  rather than every iteration. When the backward pass reaches segment i, the
+  rows of the later segments are free, enough to store every state of segment i
+  while recomputing it once: each iteration is recomputed at most once, however
+  many of the `max_steps` iterations run.
+- Forward pass otherwise (`max_steps=None`, or fewer checkpoints than that), and
+  every recomputation in the backward pass: the dynamic checkpointing of Wang,
+  Moin and Iaccarino (SIAM J. Sci. Comput. 31(4), 2009). Every state is offered
+  as it is reached; when all rows are full the rule frees a "dispensable" one (a
+  checkpoint followed later by one of a higher level), or else replaces the
+  latest checkpoint and raises the new one's level. Measured here: every
+  iteration is recomputed at most once up to about c(c+1)/2 iterations; past
+  that the recomputations grow slowly.
 """
 
 import functools

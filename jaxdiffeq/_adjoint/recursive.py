@@ -14,8 +14,10 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
 
     Reverse mode (`jax.grad`, `jax.vjp`) runs the step loop as
     `jaxdiffeq.while_loop(kind="checkpointed")`: the forward pass stores the
-    state at most `checkpoints` times (dynamic online checkpointing, Wang, Moin
-    and Iaccarino 2009) and the backward pass recomputes the steps in between.
+    state at most `checkpoints` times (online checkpointing; see
+    `jaxdiffeq.while_loop`) and the backward pass recomputes the steps in
+    between, placing checkpoints by the dynamic rule of Wang, Moin and
+    Iaccarino (2009).
     Gradients are exact for the computed solution (the same numbers as
     differentiating the unrolled loop), accepted steps form a frozen mesh
     (the step-size controller carries no gradient), and rejected steps
