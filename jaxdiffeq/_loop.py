@@ -178,50 +178,78 @@ def _run_loop(
         fns = functions(env)
         return while_loop(fns.outer_cond, fns.outer_body, carry)
 
-    def cond(carry, env):
-        return functions(env).outer_cond(carry)
+    if writes_in_loop:
+        # Each iteration attempts a step or writes one output.
+        def flat_cond(carry, env):
+            return functions(env).outer_cond(carry)
 
-    def body(carry, env):
-        fns = functions(env)
-        if not writes_in_loop:
-            return fns.step_only(carry)
-        return lax.cond(
-            any_lane(carry[1].write),
-            lambda c: fns.write_outputs(*c),
-            fns.step_only,
-            carry,
+        def flat_body(carry, env):
+            fns = functions(env)
+            return lax.cond(
+                any_lane(carry[1].write),
+                lambda c: fns.write_outputs(*c),
+                fns.step_only,
+                carry,
+            )
+
+        def flat_primal(carry, env):
+            fns = functions(env)
+            return while_loop(fns.outer_cond, fns.outer_body, carry)
+
+        def flat_buffers(carry):
+            state = carry[0]
+            parts = (state.save_states, state.dense_ts, state.dense_infos)
+            return tuple(part for part in parts if part is not None)
+
+        cond, body, primal, buffers = flat_cond, flat_body, flat_primal, flat_buffers
+
+    else:
+        # Nothing is written inside the loop: the carry is the `State` alone (the
+        # last step's record is never read), so the checkpoints are smaller.
+        carry = carry[0]
+
+        def state_cond(state, env):
+            return any_lane(functions(env).unfinished(state.step))
+
+        def state_body(state, env):
+            return functions(env).step_only((state, None))[0]
+
+        def state_primal(state, env):
+            fns = functions(env)
+            return while_loop(fns.outer_cond, fns.outer_body, (state, fns.no_write))[0]
+
+        def state_buffers(state):
+            return tuple(part for part in (state.save_states,) if part)
+
+        cond, body, primal, buffers = (
+            state_cond,
+            state_body,
+            state_primal,
+            state_buffers,
         )
-
-    def buffers(carry):
-        state = carry[0]
-        parts = (state.save_states, state.dense_ts, state.dense_infos)
-        return tuple(part for part in parts if part is not None)
 
     if kind == "bounded":
         assert max_iterations is not None
-        return while_loop(
+        final = while_loop(
             lambda c: cond(c, env),
             lambda c: body(c, env),
             carry,
             max_steps=max_iterations,
             kind="bounded",
         )
-    assert kind == "checkpointed"
-
-    def primal(carry, env):
-        fns = functions(env)
-        return while_loop(fns.outer_cond, fns.outer_body, carry)
-
-    return checkpointed_loop(
-        cond,
-        body,
-        carry,
-        env,
-        max_steps=max_iterations,
-        checkpoints=checkpoints,
-        buffers=buffers,
-        primal=primal,
-    )
+    else:
+        assert kind == "checkpointed"
+        final = checkpointed_loop(
+            cond,
+            body,
+            carry,
+            env,
+            max_steps=max_iterations,
+            checkpoints=checkpoints,
+            buffers=buffers,
+            primal=primal,
+        )
+    return final if writes_in_loop else (final, None)
 
 
 def run(
@@ -503,7 +531,17 @@ def run(
             step, last = attempt_step(state.step)
             return eqx.tree_at(lambda s: s.step, state, step), last
 
+        no_write = LastStep(
+            tprev=t0,
+            tnext=t0,
+            dense_info=None,
+            write=jnp.asarray(False),
+            fresh=jnp.asarray(False),
+        )
+
         return SimpleNamespace(
+            unfinished=unfinished,
+            no_write=no_write,
             write_row=write_row,
             solver_step=solver_step,
             outer_cond=outer_cond,
