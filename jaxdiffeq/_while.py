@@ -334,12 +334,59 @@ def _load(book: _Book, store, index):
     )
 
 
+class _Packer(eqx.Module):
+    """Packs a list of arrays into one flat vector per dtype, and back. A
+    checkpoint is then a few rows (one per dtype) rather than one row per leaf:
+    each store or load is a few kernels, not one per scalar of the carry."""
+
+    layout: tuple[tuple[Any, tuple[tuple[int, tuple[int, ...]], ...]], ...] = eqx.field(
+        static=True
+    )
+    count: int = eqx.field(static=True)
+
+    @staticmethod
+    def of(leaves) -> "_Packer":
+        groups: dict[Any, list[tuple[int, tuple[int, ...]]]] = {}
+        for i, x in enumerate(leaves):
+            groups.setdefault(jnp.dtype(x.dtype), []).append((i, tuple(x.shape)))
+        layout = tuple((dtype, tuple(members)) for dtype, members in groups.items())
+        return _Packer(layout, len(leaves))
+
+    def sizes(self) -> list[tuple[Any, int]]:
+        return [
+            (dtype, sum(math.prod(shape) for _, shape in members))
+            for dtype, members in self.layout
+        ]
+
+    def pack(self, leaves) -> list[jax.Array]:
+        rows = []
+        for _, members in self.layout:
+            parts = [jnp.ravel(leaves[i]) for i, _ in members]
+            rows.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+        return rows
+
+    def unpack(self, rows) -> list[jax.Array]:
+        leaves: list[Any] = [None] * self.count
+        for row, (_, members) in zip(rows, self.layout):
+            offset = 0
+            for i, shape in members:
+                size = math.prod(shape)
+                leaves[i] = row[offset : offset + size].reshape(shape)
+                offset += size
+        return leaves
+
+
 class _Split(eqx.Module):
     """How the leaves of the carry divide: buffers or not; differentiable or not."""
 
     treedef: Any = eqx.field(static=True)
     is_buffer: tuple[bool, ...] = eqx.field(static=True)
     is_inexact: tuple[bool, ...] = eqx.field(static=True)
+    packer: _Packer
+
+    def stored(self, val) -> list[jax.Array]:
+        """What a checkpoint holds: the non-buffer leaves, packed."""
+        return self.packer.pack(self.state(val))
 
     def state(self, val):
         """The leaves stored in checkpoints (everything but the buffers)."""
@@ -369,7 +416,8 @@ def _split(init_val, buffers) -> _Split:
         )
         is_buffer = tuple(bool(m) for m in jtu.tree_leaves(marks))
     is_inexact = tuple(bool(jnp.issubdtype(x.dtype, jnp.inexact)) for x in leaves)
-    return _Split(treedef, is_buffer, is_inexact)
+    state = [x for x, b in zip(leaves, is_buffer) if not b]
+    return _Split(treedef, is_buffer, is_inexact, _Packer.of(state))
 
 
 def _inexact_part(tree):
@@ -472,8 +520,7 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
             "of checkpoints: pass an int `max_steps` to `diffeqsolve`, or "
             "`adjoint=RecursiveCheckpointAdjoint(checkpoints=k)`."
         )
-    state0 = split.state(init_val)
-    store = [jnp.zeros((c, *x.shape), x.dtype) for x in state0]
+    store = [jnp.zeros((c, size), dtype) for dtype, size in split.packer.sizes()]
     # The static schedule when it covers the bound with each step recomputed at
     # most once; otherwise the dynamic rule, which degrades gracefully.
     if spec.max_steps is not None and c * (c + 1) // 2 >= spec.max_steps:
@@ -514,7 +561,7 @@ def _forward_static(spec: _Spec, init_val, env, store):
         i, val, j, store = carry
         store = [
             lax.dynamic_update_index_in_dim(s, x, j, 0)
-            for s, x in zip(store, spec.split.state(val))
+            for s, x in zip(store, spec.split.stored(val))
         ]
         until = next_positions[j]
 
@@ -553,8 +600,9 @@ def _forward_dynamic(spec: _Spec, init_val, env, store):
 
     def body(carry):
         i, val, book, store = carry
-        state = spec.split.state(val)
-        book, store = _place(book, store, i, state, 0, jnp.asarray(True))
+        book, store = _place(
+            book, store, i, spec.split.stored(val), 0, jnp.asarray(True)
+        )
         return i + 1, spec.body_fun(val, env), book, store
 
     carry = (jnp.asarray(0, jnp.int32), init_val, _empty_book(c), store)
@@ -609,14 +657,15 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         # every one after k was dropped when its iteration was reversed.
         base = book.count - 1
         start = book.position[base]
-        state = _load(book, store, base)
+        state = split.packer.unpack(_load(book, store, base))
 
         def advance_cond(c):
             return c[0] < k
 
         def advance_body(c):
             q, state, book, store = c
-            book, store = _place(book, store, q, state, base, q > start)
+            packed = split.packer.pack(state)
+            book, store = _place(book, store, q, packed, base, q > start)
             return q + 1, step(state), book, store
 
         _, state, book, store = lax.while_loop(
