@@ -651,13 +651,15 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     def outer_cond(carry):
         return carry[0] >= 0
 
+    def cursor(book, store):
+        """The latest stored checkpoint (every one after the iteration being
+        reversed was dropped when its iteration was reversed): its sorted index,
+        its iteration, and its state."""
+        base = jnp.maximum(book.count - 1, 0)
+        return base, book.position[base], split.packer.unpack(_load(book, store, base))
+
     def outer_body(carry):
-        k, ct, env_ct, book, store = carry
-        # The latest checkpoint at or before iteration k is the last one stored:
-        # every one after k was dropped when its iteration was reversed.
-        base = book.count - 1
-        start = book.position[base]
-        state = split.packer.unpack(_load(book, store, base))
+        k, ct, env_ct, book, store, (base, start, state) = carry
 
         def advance_cond(c):
             return c[0] < k
@@ -678,12 +680,14 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         last = book.position[jnp.maximum(book.count - 1, 0)]
         count = book.count - ((book.count > 0) & (last >= k)).astype(jnp.int32)
         book = eqx.tree_at(lambda b: b.count, book, count)
-        return k - 1, ct, env_ct, book, store
+        # The next cursor is read here, after this iteration's writes to the
+        # store: read before them, XLA would copy the whole store to keep the
+        # values it reads safe from the in-place writes.
+        return k - 1, ct, env_ct, book, store, cursor(book, store)
 
     env_ct = jtu.tree_map(jnp.zeros_like, env_diff)
-    _, ct, env_ct, _, _ = lax.while_loop(
-        outer_cond, outer_body, (n - 1, ct, env_ct, book, store)
-    )
+    init = (n - 1, ct, env_ct, book, store, cursor(book, store))
+    _, ct, env_ct, _, _, _ = lax.while_loop(outer_cond, outer_body, init)
     it = iter(ct)
     init_ct = jtu.tree_unflatten(
         split.treedef,
