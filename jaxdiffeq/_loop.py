@@ -174,9 +174,13 @@ def _run_loop(
     step or one output write (a `lax.cond` on a predicate reduced across lanes),
     because reverse mode needs a single loop; the output buffers are the loop's
     `buffers`, stored once rather than in every checkpoint."""
-    if kind == "lax":
+
+    def nested(carry, env):
         fns = functions(env)
         return while_loop(fns.outer_cond, fns.outer_body, carry)
+
+    if kind == "lax":
+        return nested(carry, env)
 
     if writes_in_loop:
         # Each iteration attempts a step or writes one output.
@@ -192,16 +196,12 @@ def _run_loop(
                 carry,
             )
 
-        def flat_primal(carry, env):
-            fns = functions(env)
-            return while_loop(fns.outer_cond, fns.outer_body, carry)
-
         def flat_buffers(carry):
             state = carry[0]
             parts = (state.save_states, state.dense_ts, state.dense_infos)
             return tuple(part for part in parts if part is not None)
 
-        cond, body, primal, buffers = flat_cond, flat_body, flat_primal, flat_buffers
+        cond, body, primal, buffers = flat_cond, flat_body, nested, flat_buffers
 
     else:
         # Nothing is written inside the loop: the carry is the `State` alone (the
@@ -215,8 +215,7 @@ def _run_loop(
             return functions(env).step_only((state, None))[0]
 
         def state_primal(state, env):
-            fns = functions(env)
-            return while_loop(fns.outer_cond, fns.outer_body, (state, fns.no_write))[0]
+            return nested((state, functions(env).no_write), env)[0]
 
         def state_buffers(state):
             return tuple(part for part in (state.save_states,) if part)

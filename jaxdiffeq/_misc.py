@@ -8,8 +8,12 @@ batch (`any_lane`), so it is unbatched, and the body masks its own updates with
 simplifies the selects away).
 """
 
+import equinox as eqx
+import jax
 import jax.lax as lax
 import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
 from jax import custom_batching
 
 
@@ -74,3 +78,24 @@ def where(pred, on_true, on_false):
     if pred.shape != shape:
         pred = jnp.broadcast_to(pred, shape)
     return lax.select(pred, prepare(on_true), prepare(on_false))
+
+
+# ------------------------------------------------ helpers for custom derivatives
+
+
+def zero_cotangent(x):
+    """The zero cotangent of one array: zeros for inexact dtypes, `float0` zeros
+    (JAX's cotangent type for integers and booleans) otherwise."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, jax.dtypes.float0)
+
+
+def stop_integer_tangents(tree):
+    """Integer and boolean outputs of a `custom_vjp` carry no tangent; saying so
+    keeps JAX from linearising what is computed from them (some primitives, such
+    as those of `equinox.error_if`, have no differentiation rule)."""
+    return jtu.tree_map(
+        lambda x: x if eqx.is_inexact_array(x) else lax.stop_gradient(x), tree
+    )

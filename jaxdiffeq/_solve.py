@@ -12,8 +12,7 @@ import numpy as np
 from jaxtyping import PyTree
 
 from . import _loop
-from ._adjoint.base import AbstractAdjoint, closure_convert_terms
-from ._adjoint.forward import ForwardMode
+from ._adjoint.base import AbstractAdjoint
 from ._adjoint.recursive import RecursiveCheckpointAdjoint
 from ._controller.base import AbstractStepSizeController
 from ._controller.constant import ConstantStepSize
@@ -240,8 +239,7 @@ def _solve(
                 ts = jnp.asarray(sub.ts, time_dtype)
                 t0 = _raise_at_runtime(_ts_checks(ts, t0, t1), t0)
 
-    if not isinstance(adjoint, ForwardMode):
-        terms = closure_convert_terms(terms, t0, y0, args)
+    terms = adjoint.prepare_terms(terms, t0, y0, args)
 
     # Everything below runs on the forward axis tau = direction * t.
     tau0 = t0 * direction

@@ -44,12 +44,26 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from ._misc import stop_integer_tangents, zero_cotangent
+
 
 def _check_max_steps(max_steps):
     if max_steps is None:
         return
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
         raise ValueError(f"`max_steps` must be a non-negative int, got {max_steps!r}.")
+
+
+def check_checkpoints(checkpoints) -> None:
+    """`checkpoints` must be a positive int or `None`."""
+    if checkpoints is not None and (
+        not isinstance(checkpoints, int)
+        or isinstance(checkpoints, bool)
+        or checkpoints < 1
+    ):
+        raise ValueError(
+            f"`checkpoints` must be a positive int or None, got {checkpoints!r}."
+        )
 
 
 def default_checkpoints(max_steps: int) -> int:
@@ -131,12 +145,7 @@ def while_loop(
             "'checkpointed'."
         )
     _check_max_steps(max_steps)
-    if checkpoints is not None and (
-        not isinstance(checkpoints, int)
-        or isinstance(checkpoints, bool)
-        or checkpoints < 1
-    ):
-        raise ValueError(f"`checkpoints` must be a positive int, got {checkpoints!r}.")
+    check_checkpoints(checkpoints)
     if kind == "lax":
         return _lax_loop(cond_fun, body_fun, init_val, max_steps)
     if kind == "bounded":
@@ -420,21 +429,6 @@ def _split(init_val, buffers) -> _Split:
     return _Split(treedef, is_buffer, is_inexact, _Packer.of(state))
 
 
-def _inexact_part(tree):
-    """The inexact array leaves of `tree` (others replaced by `None`)."""
-    return eqx.filter(tree, eqx.is_inexact_array)
-
-
-def _zero_cotangent(tree):
-    def zero(x):
-        x = jnp.asarray(x)
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            return jnp.zeros_like(x)
-        return np.zeros(x.shape, jax.dtypes.float0)
-
-    return jtu.tree_map(zero, tree)
-
-
 class _Spec:
     """The static part of a checkpointed loop: functions, sizes, and the non-array
     part of `env`."""
@@ -476,16 +470,7 @@ def checkpointed_loop(
     env_arrays, env_static = eqx.partition(env, eqx.is_array)
     spec = _Spec(cond_fun, body_fun, max_steps, checkpoints, split, primal, env_static)
     out = _checkpointed(spec, init_val, env_arrays)
-    return _stop_integer_tangents(out)
-
-
-def _stop_integer_tangents(tree):
-    """Integer and boolean outputs of a `custom_vjp` carry no tangent; saying so
-    keeps JAX from linearising what is computed from them (some primitives, such
-    as those of `equinox.error_if`, have no differentiation rule)."""
-    return jtu.tree_map(
-        lambda x: x if eqx.is_inexact_array(x) else lax.stop_gradient(x), tree
-    )
+    return stop_integer_tangents(out)
 
 
 def _bounded_cond(spec: _Spec, i, val, env):
@@ -500,14 +485,12 @@ def _checkpointed(spec: _Spec, init_val, env_arrays):
     env = eqx.combine(env_arrays, spec.env_static)
     if spec.primal is not None:
         return spec.primal(init_val, env)
-
-    def cond(carry):
-        return _bounded_cond(spec, carry[0], carry[1], env)
-
-    def body(carry):
-        return carry[0] + 1, spec.body_fun(carry[1], env)
-
-    return lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), init_val))[1]
+    return _lax_loop(
+        lambda val: spec.cond_fun(val, env),
+        lambda val: spec.body_fun(val, env),
+        init_val,
+        spec.max_steps,
+    )
 
 
 def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
@@ -609,10 +592,6 @@ def _forward_dynamic(spec: _Spec, init_val, env, store):
     return lax.while_loop(cond, body, carry)
 
 
-def _float0_like(x):
-    return np.zeros(np.shape(x), jax.dtypes.float0)
-
-
 def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     split = spec.split
     n, book, store, final_buffers, env_arrays = residuals
@@ -692,12 +671,12 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     init_ct = jtu.tree_unflatten(
         split.treedef,
         [
-            next(it) if d else _float0_like(x)
+            next(it) if d else zero_cotangent(x)
             for x, d in zip(jtu.tree_leaves(ct_final), inexact)
         ],
     )
     env_ct = jtu.tree_map(
-        lambda x, c: _float0_like(x) if c is None else c, env_arrays, env_ct
+        lambda x, c: zero_cotangent(x) if c is None else c, env_arrays, env_ct
     )
     return init_ct, env_ct
 

@@ -7,14 +7,13 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 
 from .._controller.base import AbstractAdaptiveStepSizeController, rms_norm
 from .._controller.constant import ConstantStepSize
+from .._misc import stop_integer_tangents, zero_cotangent
 from .._saveat import SubSaveAt, save_y
-from .._term import AbstractTerm, ODETerm
-from .._while import _stop_integer_tangents
-from .base import AbstractAdjoint
+from .._term import AbstractTerm, ODETerm, _DirectedTerm
+from .base import AbstractAdjoint, closure_convert_terms
 
 
 def adjoint_rms_seminorm(x) -> jax.Array:
@@ -78,8 +77,8 @@ class BacksolveAdjoint(AbstractAdjoint):
     settings: tuple[tuple[str, Any], ...]
 
     def __init__(self, **kwargs):
-        for key in ("terms", "t0", "t1", "y0", "args", "saveat", "adjoint", "dt0"):
-            if key in kwargs and key != "dt0":
+        for key in ("terms", "t0", "t1", "y0", "args", "saveat", "adjoint"):
+            if key in kwargs:
                 raise ValueError(
                     f"`BacksolveAdjoint({key}=...)`: the backward solve takes "
                     f"`{key}` from the forward solve; pass solver settings only."
@@ -90,6 +89,10 @@ class BacksolveAdjoint(AbstractAdjoint):
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of the backward `diffeqsolve`."""
         return dict(self.settings)
+
+    def prepare_terms(self, terms, t0, y0, args):
+        # Closed-over arrays become parameters the adjoint solve differentiates.
+        return closure_convert_terms(terms, t0, y0, args)
 
     def check(self, *, saveat, max_steps, event, solver) -> None:
         del max_steps, event, solver
@@ -121,7 +124,7 @@ class BacksolveAdjoint(AbstractAdjoint):
         for term in jtu.tree_leaves(
             terms, is_leaf=lambda x: isinstance(x, AbstractTerm)
         ):
-            inner = getattr(term, "term", term)
+            inner = term.term if isinstance(term, _DirectedTerm) else term
             if not isinstance(inner, ODETerm):
                 raise ValueError(
                     "`BacksolveAdjoint` supports `ODETerm`s only; use "
@@ -147,20 +150,14 @@ class BacksolveAdjoint(AbstractAdjoint):
             return (_cotangent_tree(arrays, grads),)
 
         solve.defvjp(fwd, bwd)
-        return _stop_integer_tangents(solve(arrays))
+        return stop_integer_tangents(solve(arrays))
 
 
 def _cotangent_tree(arrays, grads):
     """Cotangents for `arrays` (the array leaves of the loop's keyword
     arguments): the computed ones where `grads` has them, zeros elsewhere."""
 
-    def zero(x):
-        x = jnp.asarray(x)
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            return jnp.zeros_like(x)
-        return np.zeros(x.shape, jax.dtypes.float0)
-
-    ct = jtu.tree_map(zero, arrays)
+    ct = jtu.tree_map(zero_cotangent, arrays)
     for key, value in grads.items():
         if key == "ts":
             ct = eqx.tree_at(lambda c: c["subs"][0].ts, ct, value)

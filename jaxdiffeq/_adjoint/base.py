@@ -26,6 +26,13 @@ class AbstractAdjoint(eqx.Module):
         """Run the step loop `run(**kwargs)`, choosing its loop kind (and any
         custom differentiation rule around it)."""
 
+    def prepare_terms(self, terms, t0, y0, args):
+        """The terms the loop runs on. An adjoint that wraps the loop in a custom
+        derivative rule returns them with closed-over arrays made explicit
+        (`closure_convert_terms`); by default they are returned as they are."""
+        del t0, y0, args
+        return terms
+
     def check(self, *, saveat, max_steps, event, solver) -> None:
         """Raise a `ValueError` naming the fix if this adjoint cannot
         differentiate a solve with these settings (checked before tracing)."""

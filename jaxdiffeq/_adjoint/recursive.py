@@ -5,7 +5,8 @@ from typing import Any
 
 import equinox as eqx
 
-from .base import AbstractAdjoint
+from .._while import check_checkpoints
+from .base import AbstractAdjoint, closure_convert_terms
 
 
 class RecursiveCheckpointAdjoint(AbstractAdjoint):
@@ -63,11 +64,12 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     checkpoints: int | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
-        c = self.checkpoints
-        if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
-            raise ValueError(
-                f"`checkpoints` must be a positive int or None, got {c!r}."
-            )
+        check_checkpoints(self.checkpoints)
+
+    def prepare_terms(self, terms, t0, y0, args):
+        # The checkpointed loop is a `custom_vjp`: what it closes over must be
+        # explicit.
+        return closure_convert_terms(terms, t0, y0, args)
 
     def loop(self, run, **kwargs) -> Any:
         return run(kind="checkpointed", checkpoints=self.checkpoints, **kwargs)
