@@ -14,16 +14,19 @@ max_steps: val = body_fun(val)`):
 The checkpointing schedule is online: the number of iterations is not known
 while the loop runs.
 
-- Forward pass, when the bound `max_steps` is at most c(c+1)/2 (c checkpoints,
-  the default): checkpoints at the static positions 0, c, c + (c-1), ... (segments
-  of lengths c, c-1, ..., 1). Between them the loop runs as a plain inner loop
-  whose carry is the loop's own, so the checkpoint store is touched c times
-  rather than every iteration. When the backward pass reaches segment i, the
-  rows of the later segments are free, enough to store every state of segment i
-  while recomputing it once: each iteration is recomputed at most once, however
-  many of the `max_steps` iterations run.
-- Forward pass otherwise (`max_steps=None`, or fewer checkpoints than that), and
-  every recomputation in the backward pass: the dynamic checkpointing of Wang,
+- When the bound `max_steps` is at most c(c+1)/2 (c checkpoints; the default c
+  is the least such), the forward pass stores checkpoints at static positions:
+  segment i (from checkpoint i to the next) is at most c - i iterations long,
+  and otherwise as short as the bound allows (so c >= `max_steps` stores every
+  iteration). Between checkpoints the loop runs as a plain inner loop whose
+  carry is the loop's own, so the checkpoint store is touched c times rather
+  than every iteration. The backward pass takes the segments from the last:
+  it recomputes segment i once from its checkpoint, storing every state in the
+  rows of the later segments (free by then: there are c - i - 1 of them), and
+  pulls the cotangent back through the stored states. Each iteration is
+  recomputed at most once, however many of the `max_steps` iterations run.
+- Otherwise (`max_steps=None`, or fewer checkpoints than that), in both passes:
+  the dynamic checkpointing of Wang,
   Moin and Iaccarino (SIAM J. Sci. Comput. 31(4), 2009). Every state is offered
   as it is reached; when all rows are full the rule frees a "dispensable" one (a
   checkpoint followed later by one of a higher level), or else replaces the
@@ -506,7 +509,7 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
     store = [jnp.zeros((c, size), dtype) for dtype, size in split.packer.sizes()]
     # The static schedule when it covers the bound with each step recomputed at
     # most once; otherwise the dynamic rule, which degrades gracefully.
-    if spec.max_steps is not None and c * (c + 1) // 2 >= spec.max_steps:
+    if _is_static(spec):
         n, final, book, store = _forward_static(spec, init_val, env, store)
     else:
         n, final, book, store = _forward_dynamic(spec, init_val, env, store)
@@ -514,15 +517,30 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
     return final, residuals
 
 
+def _is_static(spec: _Spec) -> bool:
+    """Whether the loop runs the static schedule (see the module documentation)."""
+    c, bound = spec.checkpoints, spec.max_steps
+    return c is not None and bound is not None and c * (c + 1) // 2 >= bound
+
+
 def _static_positions(c: int, max_steps: int) -> np.ndarray:
     """Where the forward pass stores its c checkpoints when the loop is bounded
-    by `max_steps <= c (c + 1) / 2`: segments of lengths c, c - 1, ..., 1.
-    When the backward pass reverses segment i, the c - i rows of the later
-    segments are free, so with c (c + 1) / 2 >= max_steps it can store every
-    state of the segment while recomputing it once."""
+    by `max_steps <= c (c + 1) / 2`. Segment i (from checkpoint i to the next)
+    may be at most c - i long: when the backward pass reverses segment i, the
+    c - i - 1 rows of the later segments are free, enough to store every state
+    of the segment while recomputing it once. Within that bound the segments
+    are as short as possible (length `x`, the least that covers `max_steps`),
+    so that more checkpoints mean fewer recomputations: with `c >= max_steps`
+    every iteration is a checkpoint and nothing is recomputed."""
     assert c * (c + 1) // 2 >= max_steps
-    lengths = [c - i for i in range(c)]
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+
+    def lengths(x):
+        return [max(1, min(c - i, x)) for i in range(c)]
+
+    x = 1
+    while sum(lengths(x)) < max_steps:
+        x += 1
+    return np.concatenate([[0], np.cumsum(lengths(x))[:-1]]).astype(np.int32)
 
 
 def _forward_static(spec: _Spec, init_val, env, store):
@@ -627,6 +645,82 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         _, pull = jax.vjp(f, diff_in, env_diff)
         return pull(ct)
 
+    env_ct = jtu.tree_map(jnp.zeros_like, env_diff)
+    if _is_static(spec):
+        ct, env_ct = _backward_static(spec, n, book, store, step, vjp_step, ct, env_ct)
+    else:
+        ct, env_ct = _backward_dynamic(spec, n, book, store, step, vjp_step, ct, env_ct)
+    it = iter(ct)
+    init_ct = jtu.tree_unflatten(
+        split.treedef,
+        [
+            next(it) if d else zero_cotangent(x)
+            for x, d in zip(jtu.tree_leaves(ct_final), inexact)
+        ],
+    )
+    env_ct = jtu.tree_map(
+        lambda x, c: zero_cotangent(x) if c is None else c, env_arrays, env_ct
+    )
+    return init_ct, env_ct
+
+
+def _backward_static(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
+    """The backward pass after `_forward_static`, one segment at a time from the
+    last: recompute the segment's states from its checkpoint into the rows of the
+    later segments (free by now: segment j is at most c - j long), then pull the
+    cotangent back through them. No bookkeeping: the rows are static."""
+    packer = spec.split.packer
+    positions = _static_positions(spec.checkpoints, spec.max_steps)
+    starts = jnp.asarray(positions)
+    ends = jnp.asarray(
+        np.concatenate([positions[1:], [np.iinfo(np.int32).max]]), jnp.int32
+    )
+
+    def load(store, row):
+        return packer.unpack(
+            [lax.dynamic_index_in_dim(s, row, 0, keepdims=False) for s in store]
+        )
+
+    def segment_body(carry):
+        j, ct, env_ct, store = carry
+        start = starts[j]
+        last = jnp.minimum(ends[j], n) - 1  # the segment's last iteration
+
+        def advance_body(c):
+            q, state, store = c
+            state = step(state)
+            store = [
+                lax.dynamic_update_index_in_dim(s, x, j + q + 1 - start, 0)
+                for s, x in zip(store, packer.pack(state))
+            ]
+            return q + 1, state, store
+
+        _, _, store = lax.while_loop(
+            lambda c: c[0] < last, advance_body, (start, load(store, j), store)
+        )
+
+        def reverse_body(c):
+            k, ct, env_ct = c
+            ct, env_ct_k = vjp_step(load(store, j + k - start), ct)
+            return k - 1, ct, jtu.tree_map(jnp.add, env_ct, env_ct_k)
+
+        _, ct, env_ct = lax.while_loop(
+            lambda c: c[0] >= start, reverse_body, (last, ct, env_ct)
+        )
+        return j - 1, ct, env_ct, store
+
+    _, ct, env_ct, _ = lax.while_loop(
+        lambda c: c[0] >= 0, segment_body, (book.count - 1, ct, env_ct, store)
+    )
+    return ct, env_ct
+
+
+def _backward_dynamic(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
+    """The backward pass after `_forward_dynamic`: iterations from the last, each
+    reached from the latest checkpoint before it, the recomputed states offered to
+    the dynamic rule."""
+    packer = spec.split.packer
+
     def outer_cond(carry):
         return carry[0] >= 0
 
@@ -635,7 +729,7 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         reversed was dropped when its iteration was reversed): its sorted index,
         its iteration, and its state."""
         base = jnp.maximum(book.count - 1, 0)
-        return base, book.position[base], split.packer.unpack(_load(book, store, base))
+        return base, book.position[base], packer.unpack(_load(book, store, base))
 
     def outer_body(carry):
         k, ct, env_ct, book, store, (base, start, state) = carry
@@ -645,7 +739,7 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
 
         def advance_body(c):
             q, state, book, store = c
-            packed = split.packer.pack(state)
+            packed = packer.pack(state)
             book, store = _place(book, store, q, packed, base, q > start)
             return q + 1, step(state), book, store
 
@@ -664,21 +758,9 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         # values it reads safe from the in-place writes.
         return k - 1, ct, env_ct, book, store, cursor(book, store)
 
-    env_ct = jtu.tree_map(jnp.zeros_like, env_diff)
     init = (n - 1, ct, env_ct, book, store, cursor(book, store))
     _, ct, env_ct, _, _, _ = lax.while_loop(outer_cond, outer_body, init)
-    it = iter(ct)
-    init_ct = jtu.tree_unflatten(
-        split.treedef,
-        [
-            next(it) if d else zero_cotangent(x)
-            for x, d in zip(jtu.tree_leaves(ct_final), inexact)
-        ],
-    )
-    env_ct = jtu.tree_map(
-        lambda x, c: zero_cotangent(x) if c is None else c, env_arrays, env_ct
-    )
-    return init_ct, env_ct
+    return ct, env_ct
 
 
 _checkpointed.defvjp(_checkpointed_fwd, _checkpointed_bwd)

@@ -129,6 +129,14 @@ def test_checkpointed_recomputes_each_step_at_most_once():
     g, evaluations = count(400, checkpoints=4)
     assert evaluations - 400 > 2 * 400 + 1
     np.testing.assert_allclose(g, jax.grad(_unrolled)(0.5, 400), rtol=1e-12)
+    # More checkpoints mean fewer recomputations: with one per iteration there
+    # are none (n forward evaluations, n linearised ones).
+    g, evaluations = count(300, checkpoints=1000)
+    assert evaluations == 2 * 300
+    np.testing.assert_allclose(g, jax.grad(_unrolled)(0.5, 300), rtol=1e-12)
+    _, fewer = count(300, checkpoints=200)
+    _, default = count(300)
+    assert 2 * 300 < fewer < default
 
 
 def test_bounded_supports_forward_mode_and_hessians():
