@@ -45,11 +45,21 @@ def _tree_where(pred, new, old):
 
 
 def _masked_write(buffer, index, value, pred):
-    """`buffer[index] = value` where `pred`, else leave it: a gather, a select of
-    one row and an in-place `dynamic_update_slice`."""
-    old = lax.dynamic_index_in_dim(buffer, index, 0, keepdims=False)
-    new = where(pred, jnp.asarray(value).astype(buffer.dtype), old)
-    return lax.dynamic_update_index_in_dim(buffer, new, index, 0)
+    """`buffer[index] = value` where `pred`; elsewhere the value goes to the
+    buffer's last row, a spill row that `run` drops at the end. One in-place
+    `dynamic_update_slice` that never reads the buffer (no gather and select of
+    the old row, forward or transposed)."""
+    index = where(pred, index, buffer.shape[0] - 1)
+    value = jnp.asarray(value).astype(buffer.dtype)
+    return lax.dynamic_update_index_in_dim(buffer, value, index, 0)
+
+
+def _with_spill_row(tree):
+    return jtu.tree_map(lambda b: jnp.concatenate([b, b[-1:]]), tree)
+
+
+def _without_spill_row(tree):
+    return jtu.tree_map(lambda b: b[:-1], tree)
 
 
 def _tree_masked_write(buffers, index, values, pred):
@@ -152,15 +162,13 @@ def _solver_step(solver, terms, args, tprev, tnext, y, state, jump):
     return solver.step(terms, tprev, tnext, y, args, state, jump)
 
 
-def _max_iterations(subs, layouts, max_steps, writes_every_step) -> int | None:
-    """A bound on the iterations of the flat loop: every step, plus one write
-    iteration per `ts` output and per accepted step when every step writes."""
+def _max_iterations(subs, layouts, max_steps) -> int | None:
+    """A bound on the iterations of the flat loop: each one attempts a step,
+    except those that write a further `ts` output of the same step, and the
+    last, which writes the last step's outputs."""
     if max_steps is None:
         return None
-    total = max_steps + sum(lay.num_ts for lay in layouts)
-    if writes_every_step:
-        total += max_steps
-    return total
+    return max_steps + sum(lay.num_ts for lay in layouts) + 1
 
 
 def _run_loop(
@@ -170,10 +178,12 @@ def _run_loop(
 
     `"lax"` runs the nested form: an inner loop over steps with a small carry,
     left whenever some output is due (see the module documentation). The
-    differentiable kinds run a flat form whose iteration is either one attempted
-    step or one output write (a `lax.cond` on a predicate reduced across lanes),
-    because reverse mode needs a single loop; the output buffers are the loop's
-    `buffers`, stored once rather than in every checkpoint."""
+    differentiable kinds run a flat form, because reverse mode needs a single
+    loop: each iteration writes the one output that is due (masked), then
+    attempts a step unless another output of the same step is still due. No
+    `lax.cond` chooses between the two: its branches would copy the carry every
+    iteration. The output buffers are the loop's `buffers`, stored once rather
+    than in every checkpoint."""
 
     def nested(carry, env):
         fns = functions(env)
@@ -183,18 +193,12 @@ def _run_loop(
         return nested(carry, env)
 
     if writes_in_loop:
-        # Each iteration attempts a step or writes one output.
+        # Each iteration writes one due output, then attempts a step.
         def flat_cond(carry, env):
             return functions(env).outer_cond(carry)
 
         def flat_body(carry, env):
-            fns = functions(env)
-            return lax.cond(
-                any_lane(carry[1].write),
-                lambda c: fns.write_outputs(*c),
-                fns.step_only,
-                carry,
-            )
+            return functions(env).write_then_step(carry)
 
         def flat_buffers(carry):
             state = carry[0]
@@ -356,10 +360,12 @@ def run(
                 pred = pred & (step.num_steps < max_steps)
             return pred
 
-        def attempt_step(step: StepState) -> tuple[StepState, LastStep]:
+        def attempt_step(step: StepState, hold=None) -> tuple[StepState, LastStep]:
             """Attempt one step, let the controller decide on it, and update the small
-            state (masked, for lanes that have finished)."""
+            state (masked, for lanes that have finished, and where `hold`)."""
             active = lane_mask(unfinished(step))
+            if hold is not None:
+                active = active & ~hold
             y1, y_error, dense_info, new_solver_state, solver_result = solver_step(
                 as_time(step.tprev),
                 as_time(step.tnext),
@@ -530,6 +536,17 @@ def run(
             step, last = attempt_step(state.step)
             return eqx.tree_at(lambda s: s.step, state, step), last
 
+        def write_then_step(carry):
+            """Write one due output (where one is due), then attempt a step where
+            no output of the last step remains to be written."""
+            state, last = write_outputs(*carry)
+            # `attempt_step` relies on the loop's condition outside `vmap`; here
+            # the loop may go on for a write after the last step.
+            hold = last.write | ~unfinished(state.step)
+            step, new_last = attempt_step(state.step, hold)
+            last = _tree_where(hold, last, new_last)
+            return eqx.tree_at(lambda s: s.step, state, step), last
+
         no_write = LastStep(
             tprev=t0,
             tnext=t0,
@@ -547,6 +564,7 @@ def run(
             outer_body=outer_body,
             write_outputs=write_outputs,
             step_only=step_only,
+            write_then_step=write_then_step,
         )
 
     env = _Env(
@@ -635,14 +653,16 @@ def run(
         fresh=jnp.asarray(False),
     )
 
-    init_state = State(init_step, save_states, dense_ts, dense_infos)
+    init_state = State(
+        init_step, *_with_spill_row((save_states, dense_ts, dense_infos))
+    )
     final, _ = _run_loop(
         functions,
         env,
         (init_state, init_last),
         kind=kind,
         checkpoints=checkpoints,
-        max_iterations=_max_iterations(subs, layouts, max_steps, writes_every_step),
+        max_iterations=_max_iterations(subs, layouts, max_steps),
         writes_in_loop=needs_dense_info or writes_every_step,
     )
 
@@ -661,4 +681,5 @@ def run(
             s = top.write_row(sub, s, lay.offset_t1, step.tprev, step.y, True)
         save_states.append(s)
     step = eqx.tree_at(lambda s: s.result, step, result)
-    return State(step, save_states, final.dense_ts, final.dense_infos)
+    outputs = (save_states, final.dense_ts, final.dense_infos)
+    return State(step, *_without_spill_row(outputs))
