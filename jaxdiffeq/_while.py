@@ -42,10 +42,12 @@ from typing import Any, Literal
 
 import equinox as eqx
 import jax
+import jax.extend.core as jex
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from ._misc import stop_integer_tangents, zero_cotangent
 
@@ -109,7 +111,9 @@ def while_loop(
           `checkpoints` copies of the non-buffer part of the carry; time: one
           forward pass, at most one recomputation of each iteration (up to about
           `checkpoints**2 / 2` iterations) and one vector-Jacobian product per
-          iteration. A body is linearised only when its VJP is applied.
+          iteration. A body is linearised only when its VJP is applied, and
+          only with respect to the leaves of the carry that depend on what is
+          being differentiated (found by tracing the body once more).
     - `checkpoints`: the number of stored states for `"checkpointed"`. Default:
       the smallest `c` with `c (c + 1) / 2 >= max_steps`, about
       `sqrt(2 max_steps)`, so that each iteration is recomputed at most once.
@@ -496,7 +500,126 @@ def _checkpointed(spec: _Spec, init_val, env_arrays):
     )
 
 
+# ---------------------------------------------------------------- activity
+
+
+class _Active(eqx.Module):
+    """Which leaves take part in differentiation: `carry` over the inexact leaves
+    of the loop's value, `env` over the leaves of `env_arrays`."""
+
+    carry: tuple[bool, ...] = eqx.field(static=True)
+    env: tuple[bool, ...] = eqx.field(static=True)
+
+
+def _leaves(tree):
+    return jtu.tree_leaves(
+        tree, is_leaf=lambda x: isinstance(x, (CustomVJPPrimal, SymbolicZero))
+    )
+
+
+def _unwrap_primals(tree):
+    """With `symbolic_zeros=True` the forward rule sees `CustomVJPPrimal`s: the
+    values, and whether each is perturbed (being differentiated)."""
+    is_primal = lambda x: isinstance(x, CustomVJPPrimal)  # noqa: E731
+    values = jtu.tree_map(lambda p: p.value, tree, is_leaf=is_primal)
+    perturbed = [bool(p.perturbed) for p in _leaves(tree)]
+    return values, perturbed
+
+
+def _instantiate(x):
+    if isinstance(x, SymbolicZero):
+        aval: Any = x.aval
+        return jnp.zeros(aval.shape, aval.dtype)
+    return x
+
+
+def _select(items, mask):
+    return [x for x, m in zip(items, mask) if m]
+
+
+def _positions(*masks):
+    """Indices (into the full list) of the entries kept by successive masks."""
+    index = list(range(len(masks[0])))
+    for mask in masks:
+        index = _select(index, mask)
+    return index
+
+
+def _put(items, positions, values):
+    items = list(items)
+    for i, x in zip(positions, values):
+        items[i] = x
+    return items
+
+
+def _is_inexact(aval) -> bool:
+    try:
+        return bool(jnp.issubdtype(aval.dtype, jnp.inexact))
+    except TypeError:
+        return False
+
+
+def _active_outputs(jaxpr, active_in) -> list[bool]:
+    """Which outputs of `jaxpr` depend differentiably on the active inputs: a
+    conservative dependence analysis (every inexact output of an equation with
+    an active input is active, except through `stop_gradient`; `jit` calls are
+    analysed inside)."""
+    active = {v for v, a in zip(jaxpr.invars, active_in) if a}
+    for eqn in jaxpr.eqns:
+        flags = [isinstance(v, jex.Var) and v in active for v in eqn.invars]
+        if not any(flags) or eqn.primitive.name == "stop_gradient":
+            continue
+        inner = (
+            eqn.params.get("jaxpr") if eqn.primitive.name in ("jit", "pjit") else None
+        )
+        if isinstance(inner, jex.ClosedJaxpr):
+            outs = _active_outputs(inner.jaxpr, flags)
+        else:
+            outs = [True] * len(eqn.outvars)
+        for v, a in zip(eqn.outvars, outs):
+            if a and _is_inexact(v.aval):
+                active.add(v)
+    return [isinstance(v, jex.Var) and v in active for v in jaxpr.outvars]
+
+
+def _activity(spec: _Spec, init_val, init_perturbed, env_arrays, env_perturbed):
+    """The leaves that carry cotangents in the backward pass: a leaf of the carry
+    is active if it is perturbed on entry or some iteration makes it depend on
+    an active leaf or a perturbed `env` leaf (a fixed point). The rest (say the
+    times of a solve whose `t0`, `t1` are constants) are left out of every
+    vector-Jacobian product."""
+    split = spec.split
+    leaves = jtu.tree_leaves(init_val)
+    inexact = split.is_inexact
+    env_leaves, env_def = jtu.tree_flatten(env_arrays)
+    env_active = tuple(
+        bool(p) and _is_inexact(jax.typeof(x))
+        for x, p in zip(env_leaves, env_perturbed)
+    )
+
+    def f(carry_in, env_in):
+        val = jtu.tree_unflatten(
+            split.treedef, _put(leaves, _positions(inexact), carry_in)
+        )
+        env = eqx.combine(jtu.tree_unflatten(env_def, env_in), spec.env_static)
+        out = spec.body_fun(val, env)
+        return _select(jtu.tree_leaves(out), inexact)
+
+    jaxpr = jax.make_jaxpr(f)(_select(leaves, inexact), env_leaves).jaxpr
+    carry = [bool(p) for p in _select(init_perturbed, inexact)]
+    while True:
+        outs = _active_outputs(jaxpr, carry + list(env_active))
+        new = [a or o for a, o in zip(carry, outs)]
+        if new == carry:
+            break
+        carry = new
+    return _Active(carry=tuple(carry), env=env_active)
+
+
 def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
+    init_val, init_perturbed = _unwrap_primals(init_val)
+    env_arrays, env_perturbed = _unwrap_primals(env_arrays)
+    active = _activity(spec, init_val, init_perturbed, env_arrays, env_perturbed)
     env = eqx.combine(env_arrays, spec.env_static)
     split = spec.split
     c = spec.checkpoints
@@ -513,7 +636,7 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
         n, final, book, store = _forward_static(spec, init_val, env, store)
     else:
         n, final, book, store = _forward_dynamic(spec, init_val, env, store)
-    residuals = (n, book, store, split.buffers(final), env_arrays)
+    residuals = (n, book, store, split.buffers(final), env_arrays, active)
     return final, residuals
 
 
@@ -612,56 +735,60 @@ def _forward_dynamic(spec: _Spec, init_val, env, store):
 
 def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     split = spec.split
-    n, book, store, final_buffers, env_arrays = residuals
+    n, book, store, final_buffers, env_arrays, active = residuals
     # Residuals may come back as literals; make them arrays again.
     env_arrays = jtu.tree_map(jnp.asarray, env_arrays)
+    ct_leaves = [_instantiate(x) for x in _leaves(ct_final)]
     inexact = split.is_inexact
-    ct = [x for x, d in zip(jtu.tree_leaves(ct_final), inexact) if d]
-    env_diff, env_fixed = eqx.partition(env_arrays, eqx.is_inexact_array)
-
-    def environment(env_diff):
-        return eqx.combine(env_diff, env_fixed, spec.env_static)
+    # Only the active leaves (see `_activity`) carry cotangents.
+    ct = [x for x, d in zip(ct_leaves, inexact) if d]
+    ct = [x for x, a in zip(ct, active.carry) if a]
+    env_leaves, env_def = jtu.tree_flatten(env_arrays)
 
     def full_value(state):
         return split.join(state, final_buffers)
 
+    def environment(env_leaves):
+        return eqx.combine(jtu.tree_unflatten(env_def, env_leaves), spec.env_static)
+
     def step(state):
-        val = spec.body_fun(full_value(state), environment(env_diff))
+        val = spec.body_fun(full_value(state), environment(env_leaves))
         return split.state(val)
 
+    env_in = [x for x, a in zip(env_leaves, active.env) if a]
+
     def vjp_step(state, ct):
-        """Pull `ct` (on the inexact leaves of the carry) back through one body."""
+        """Pull `ct` (on the active leaves of the carry) back through one body."""
         leaves = jtu.tree_leaves(full_value(state))
-        diff_in = [x for x, d in zip(leaves, inexact) if d]
-        fixed = [x for x, d in zip(leaves, inexact) if not d]
+        carry_in = _select(_select(leaves, inexact), active.carry)
 
-        def f(diff_in, env_diff):
-            it_d, it_f = iter(diff_in), iter(fixed)
-            joined = [next(it_d) if d else next(it_f) for d in inexact]
-            val = jtu.tree_unflatten(split.treedef, joined)
-            out = spec.body_fun(val, environment(env_diff))
-            return [x for x, d in zip(jtu.tree_leaves(out), inexact) if d]
+        def f(carry_in, env_in):
+            val = jtu.tree_unflatten(
+                split.treedef,
+                _put(leaves, _positions(inexact, active.carry), carry_in),
+            )
+            env = _put(env_leaves, _positions(active.env), env_in)
+            out = spec.body_fun(val, environment(env))
+            return _select(_select(jtu.tree_leaves(out), inexact), active.carry)
 
-        _, pull = jax.vjp(f, diff_in, env_diff)
+        _, pull = jax.vjp(f, carry_in, env_in)
         return pull(ct)
 
-    env_ct = jtu.tree_map(jnp.zeros_like, env_diff)
+    env_ct = [jnp.zeros_like(x) for x in env_in]
     if _is_static(spec):
         ct, env_ct = _backward_static(spec, n, book, store, step, vjp_step, ct, env_ct)
     else:
         ct, env_ct = _backward_dynamic(spec, n, book, store, step, vjp_step, ct, env_ct)
-    it = iter(ct)
-    init_ct = jtu.tree_unflatten(
-        split.treedef,
-        [
-            next(it) if d else zero_cotangent(x)
-            for x, d in zip(jtu.tree_leaves(ct_final), inexact)
-        ],
+    init_ct = [zero_cotangent(x) for x in ct_leaves]
+    for i, x in zip(_positions(inexact, active.carry), ct):
+        init_ct[i] = x
+    env_ct_leaves = [zero_cotangent(x) for x in env_leaves]
+    for i, x in zip(_positions(active.env), env_ct):
+        env_ct_leaves[i] = x
+    return (
+        jtu.tree_unflatten(split.treedef, init_ct),
+        jtu.tree_unflatten(env_def, env_ct_leaves),
     )
-    env_ct = jtu.tree_map(
-        lambda x, c: zero_cotangent(x) if c is None else c, env_arrays, env_ct
-    )
-    return init_ct, env_ct
 
 
 def _backward_static(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
@@ -763,4 +890,4 @@ def _backward_dynamic(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
     return ct, env_ct
 
 
-_checkpointed.defvjp(_checkpointed_fwd, _checkpointed_bwd)
+_checkpointed.defvjp(_checkpointed_fwd, _checkpointed_bwd, symbolic_zeros=True)

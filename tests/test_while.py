@@ -183,3 +183,32 @@ def test_checkpointed_differentiates_closed_over_arrays_and_buffers():
 def test_checkpointed_rejects_forward_mode():
     with pytest.raises(TypeError, match="jvp"):
         jax.jvp(lambda lam: _decay(lam, 3, "checkpointed"), (0.5,), (1.0,))
+
+
+def test_checkpointed_linearises_only_what_depends_on_the_inputs():
+    """A carry leaf that depends on nothing being differentiated is left out of
+    every vector-Jacobian product: here it is updated by a callback, which has no
+    derivative rule and would raise if it were linearised."""
+
+    def host_cos(y):
+        return np.cos(y)
+
+    def f(w):
+        def body(carry):
+            i, x, y = carry
+            y = jax.pure_callback(host_cos, jax.ShapeDtypeStruct(y.shape, y.dtype), y)
+            return i + 1, jnp.sin(w * x) + 0.1 * x, y
+
+        init = (jnp.asarray(0), jnp.asarray(0.5), jnp.asarray(0.3))
+        _, x, y = jd.while_loop(
+            lambda c: c[0] < 7, body, init, max_steps=10, kind="checkpointed"
+        )
+        return x + y
+
+    def unrolled(w):
+        x = 0.5
+        for _ in range(7):
+            x = jnp.sin(w * x) + 0.1 * x
+        return x
+
+    np.testing.assert_allclose(jax.grad(f)(1.3), jax.grad(unrolled)(1.3), rtol=1e-12)
