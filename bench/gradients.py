@@ -263,7 +263,8 @@ def main():
         print(f"case {name} ...", flush=True)
         results[name] = CASES[name](cfg)
     print_table(results)
-    if not args.quick:
+    if not args.quick and len(wanted) == len(CASES):
+        # Only a full run replaces the results file.
         RESULTS_PATH.parent.mkdir(exist_ok=True)
         meta = environment()
         RESULTS_PATH.write_text(json.dumps({"meta": meta, "cases": results}, indent=1))
