@@ -343,11 +343,12 @@ def _place(book: _Book, store, position, state, base, allowed):
     return book, jtu.tree_map(write, store, state)
 
 
+def _load_row(store, row):
+    return [lax.dynamic_index_in_dim(s, row, 0, keepdims=False) for s in store]
+
+
 def _load(book: _Book, store, index):
-    row = book.slot[index]
-    return jtu.tree_map(
-        lambda s: lax.dynamic_index_in_dim(s, row, 0, keepdims=False), store
-    )
+    return _load_row(store, book.slot[index])
 
 
 class _Packer(eqx.Module):
@@ -582,29 +583,39 @@ def _active_outputs(jaxpr, active_in) -> list[bool]:
     return [isinstance(v, jex.Var) and v in active for v in jaxpr.outvars]
 
 
+def _body_of_leaves(spec: _Spec, leaves, env_leaves, env_def, active: _Active):
+    """The body as a function of the active inexact leaves of the carry and the
+    active leaves of `env` (the others fixed at `leaves` and `env_leaves`),
+    returning the active inexact leaves of the new carry."""
+    split = spec.split
+    carry_positions = _positions(split.is_inexact, active.carry)
+    env_positions = _positions(active.env)
+
+    def f(carry_in, env_in):
+        val = jtu.tree_unflatten(split.treedef, _put(leaves, carry_positions, carry_in))
+        env = jtu.tree_unflatten(env_def, _put(env_leaves, env_positions, env_in))
+        out = spec.body_fun(val, eqx.combine(env, spec.env_static))
+        return _select(_select(jtu.tree_leaves(out), split.is_inexact), active.carry)
+
+    return f
+
+
 def _activity(spec: _Spec, init_val, init_perturbed, env_arrays, env_perturbed):
     """The leaves that carry cotangents in the backward pass: a leaf of the carry
     is active if it is perturbed on entry or some iteration makes it depend on
     an active leaf or a perturbed `env` leaf (a fixed point). The rest (say the
     times of a solve whose `t0`, `t1` are constants) are left out of every
     vector-Jacobian product."""
-    split = spec.split
     leaves = jtu.tree_leaves(init_val)
-    inexact = split.is_inexact
+    inexact = spec.split.is_inexact
     env_leaves, env_def = jtu.tree_flatten(env_arrays)
     env_active = tuple(
         bool(p) and _is_inexact(jax.typeof(x))
         for x, p in zip(env_leaves, env_perturbed)
     )
 
-    def f(carry_in, env_in):
-        val = jtu.tree_unflatten(
-            split.treedef, _put(leaves, _positions(inexact), carry_in)
-        )
-        env = eqx.combine(jtu.tree_unflatten(env_def, env_in), spec.env_static)
-        out = spec.body_fun(val, env)
-        return _select(jtu.tree_leaves(out), inexact)
-
+    every = _Active(carry=(True,) * sum(inexact), env=(True,) * len(env_leaves))
+    f = _body_of_leaves(spec, leaves, env_leaves, env_def, every)
     jaxpr = jax.make_jaxpr(f)(_select(leaves, inexact), env_leaves).jaxpr
     carry = [bool(p) for p in _select(init_perturbed, inexact)]
     while True:
@@ -666,16 +677,20 @@ def _static_positions(c: int, max_steps: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths(x))[:-1]]).astype(np.int32)
 
 
+def _segments(spec: _Spec):
+    """The first iteration of each static segment, and of the next one (for the
+    last segment, a position never reached)."""
+    positions = _static_positions(spec.checkpoints, spec.max_steps)
+    ends = np.concatenate([positions[1:], [np.iinfo(np.int32).max]])
+    return jnp.asarray(positions, jnp.int32), jnp.asarray(ends, jnp.int32)
+
+
 def _forward_static(spec: _Spec, init_val, env, store):
     """The forward pass of a bounded loop: checkpoints at static positions, and
     between them an inner loop whose carry is only the loop's own (small loops
     stay fast on the CPU; the store is touched c times, not every iteration)."""
     c = spec.checkpoints
-    positions = _static_positions(c, spec.max_steps)
-    # The position after the last checkpoint: never reached.
-    next_positions = jnp.asarray(
-        np.concatenate([positions[1:], [np.iinfo(np.int32).max]]), jnp.int32
-    )
+    positions, next_positions = _segments(spec)
 
     def outer_cond(carry):
         i, val, j, _ = carry
@@ -705,7 +720,7 @@ def _forward_static(spec: _Spec, init_val, env, store):
         outer_cond, outer_body, (zero, init_val, zero, store)
     )
     book = _Book(
-        position=jnp.asarray(positions),
+        position=positions,
         level=jnp.zeros(c, jnp.int32),
         slot=jnp.arange(c, dtype=jnp.int32),
         count=count,
@@ -741,8 +756,7 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     ct_leaves = [_instantiate(x) for x in _leaves(ct_final)]
     inexact = split.is_inexact
     # Only the active leaves (see `_activity`) carry cotangents.
-    ct = [x for x, d in zip(ct_leaves, inexact) if d]
-    ct = [x for x, a in zip(ct, active.carry) if a]
+    ct = _select(_select(ct_leaves, inexact), active.carry)
     env_leaves, env_def = jtu.tree_flatten(env_arrays)
 
     def full_value(state):
@@ -755,22 +769,13 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         val = spec.body_fun(full_value(state), environment(env_leaves))
         return split.state(val)
 
-    env_in = [x for x, a in zip(env_leaves, active.env) if a]
+    env_in = _select(env_leaves, active.env)
 
     def vjp_step(state, ct):
         """Pull `ct` (on the active leaves of the carry) back through one body."""
         leaves = jtu.tree_leaves(full_value(state))
         carry_in = _select(_select(leaves, inexact), active.carry)
-
-        def f(carry_in, env_in):
-            val = jtu.tree_unflatten(
-                split.treedef,
-                _put(leaves, _positions(inexact, active.carry), carry_in),
-            )
-            env = _put(env_leaves, _positions(active.env), env_in)
-            out = spec.body_fun(val, environment(env))
-            return _select(_select(jtu.tree_leaves(out), inexact), active.carry)
-
+        f = _body_of_leaves(spec, leaves, env_leaves, env_def, active)
         _, pull = jax.vjp(f, carry_in, env_in)
         return pull(ct)
 
@@ -779,12 +784,12 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
         ct, env_ct = _backward_static(spec, n, book, store, step, vjp_step, ct, env_ct)
     else:
         ct, env_ct = _backward_dynamic(spec, n, book, store, step, vjp_step, ct, env_ct)
-    init_ct = [zero_cotangent(x) for x in ct_leaves]
-    for i, x in zip(_positions(inexact, active.carry), ct):
-        init_ct[i] = x
-    env_ct_leaves = [zero_cotangent(x) for x in env_leaves]
-    for i, x in zip(_positions(active.env), env_ct):
-        env_ct_leaves[i] = x
+    init_ct = _put(
+        [zero_cotangent(x) for x in ct_leaves], _positions(inexact, active.carry), ct
+    )
+    env_ct_leaves = _put(
+        [zero_cotangent(x) for x in env_leaves], _positions(active.env), env_ct
+    )
     return (
         jtu.tree_unflatten(split.treedef, init_ct),
         jtu.tree_unflatten(env_def, env_ct_leaves),
@@ -797,16 +802,10 @@ def _backward_static(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
     later segments (free by now: segment j is at most c - j long), then pull the
     cotangent back through them. No bookkeeping: the rows are static."""
     packer = spec.split.packer
-    positions = _static_positions(spec.checkpoints, spec.max_steps)
-    starts = jnp.asarray(positions)
-    ends = jnp.asarray(
-        np.concatenate([positions[1:], [np.iinfo(np.int32).max]]), jnp.int32
-    )
+    starts, ends = _segments(spec)
 
     def load(store, row):
-        return packer.unpack(
-            [lax.dynamic_index_in_dim(s, row, 0, keepdims=False) for s in store]
-        )
+        return packer.unpack(_load_row(store, row))
 
     def segment_body(carry):
         j, ct, env_ct, store = carry
