@@ -121,21 +121,30 @@ def max_rel_diff(a, b):
     )
 
 
+def timed_case(cfg, description, fns, arg, target, reference="diffrax"):
+    """Time `fns` (ours and a reference) on `arg`; the paired ratio ours/reference,
+    and how far ours's gradient is from the reference's."""
+    times, numbers = time_pair(fns, arg, cfg)
+    return {
+        "description": description,
+        "times": times,
+        "calls_per_sample": numbers,
+        f"ratio_ours_{reference}": ratio(times, "ours", reference),
+        "target": target,
+        "max_rel_diff_grads": max_rel_diff(fns["ours"](arg), fns[reference](arg)),
+    }
+
+
 def case_neural(cfg, width, batch):
     model = VectorField(width, jr.PRNGKey(10))
     y0s = jnp.ones((batch, DIM))
     grads = {n: neural_ode_grad(lib) for n, lib in LIBS.items()}
     fns = {n: (lambda m, g=g: g(m, y0s)) for n, g in grads.items()}
-    times, numbers = time_pair(fns, model, cfg)
-    return {
-        "description": f"neural ODE, MLP width {width} depth 4, Euler, 1000 steps, "
-        f"batch {batch}, grad wrt MLP parameters",
-        "times": times,
-        "calls_per_sample": numbers,
-        "ratio_ours_diffrax": ratio(times, "ours", "diffrax"),
-        "target": TARGET_GRAD,
-        "max_rel_diff_grads": max_rel_diff(fns["ours"](model), fns["diffrax"](model)),
-    }
+    description = (
+        f"neural ODE, MLP width {width} depth 4, Euler, 1000 steps, "
+        f"batch {batch}, grad wrt MLP parameters"
+    )
+    return timed_case(cfg, description, fns, model, TARGET_GRAD)
 
 
 def case_c(cfg):
@@ -143,18 +152,11 @@ def case_c(cfg):
         n: jax.jit(lambda a, g=lorenz_grad(lib): g(LORENZ_Y0, a))
         for n, lib in LIBS.items()
     }
-    times, numbers = time_pair(fns, LORENZ_ARGS, cfg)
-    return {
-        "description": "Lorenz, Tsit5 + PID(1e-6, 1e-6), t in [0, 10], "
-        "SaveAt(ts=100), grad wrt y0 and (sigma, rho, beta)",
-        "times": times,
-        "calls_per_sample": numbers,
-        "ratio_ours_diffrax": ratio(times, "ours", "diffrax"),
-        "target": TARGET_GRAD,
-        "max_rel_diff_grads": max_rel_diff(
-            fns["ours"](LORENZ_ARGS), fns["diffrax"](LORENZ_ARGS)
-        ),
-    }
+    description = (
+        "Lorenz, Tsit5 + PID(1e-6, 1e-6), t in [0, 10], "
+        "SaveAt(ts=100), grad wrt y0 and (sigma, rho, beta)"
+    )
+    return timed_case(cfg, description, fns, LORENZ_ARGS, TARGET_GRAD)
 
 
 def case_d(cfg):
@@ -202,17 +204,13 @@ def case_e(cfg):
         "scan": scan_loss,
         "diffrax": lambda m: diffrax_grad(m, y0[None]),
     }
-    times, numbers = time_pair(fns, model, cfg)
-    return {
-        "description": "1000 Euler steps (width-100 neural ODE, batch 1), forward + "
-        "backward, vs lax.scan under jax.checkpoint",
-        "times": times,
-        "calls_per_sample": numbers,
-        "ratio_ours_scan": ratio(times, "ours", "scan"),
-        "ratio_diffrax_scan": ratio(times, "diffrax", "scan"),
-        "target": TARGET_SCAN,
-        "max_rel_diff_grads": max_rel_diff(fns["ours"](model), fns["scan"](model)),
-    }
+    description = (
+        "1000 Euler steps (width-100 neural ODE, batch 1), forward + "
+        "backward, vs lax.scan under jax.checkpoint"
+    )
+    result = timed_case(cfg, description, fns, model, TARGET_SCAN, reference="scan")
+    result["ratio_diffrax_scan"] = ratio(result["times"], "diffrax", "scan")
+    return result
 
 
 CASES = {
