@@ -13,6 +13,7 @@ from ._adjoint.direct import DirectAdjoint as DirectAdjoint
 from ._adjoint.forward import ForwardMode as ForwardMode
 from ._adjoint.implicit import ImplicitAdjoint as ImplicitAdjoint
 from ._adjoint.recursive import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
+from ._adjoint.reversible import ReversibleAdjoint as ReversibleAdjoint
 from ._controller.base import (
     AbstractAdaptiveStepSizeController as AbstractAdaptiveStepSizeController,
     AbstractStepSizeController as AbstractStepSizeController,
@@ -57,6 +58,7 @@ from ._solver.base import (
     AbstractAdaptiveSolver as AbstractAdaptiveSolver,
     AbstractImplicitSolver as AbstractImplicitSolver,
     AbstractItoSolver as AbstractItoSolver,
+    AbstractReversibleSolver as AbstractReversibleSolver,
     AbstractSolver as AbstractSolver,
     AbstractStratonovichSolver as AbstractStratonovichSolver,
     AbstractWrappedSolver as AbstractWrappedSolver,
@@ -67,12 +69,16 @@ from ._solver.dopri8 import Dopri8 as Dopri8
 from ._solver.euler import Euler as Euler
 from ._solver.half import HalfSolver as HalfSolver
 from ._solver.heun import Heun as Heun
+from ._solver.leapfrog_midpoint import LeapfrogMidpoint as LeapfrogMidpoint
 from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston
 from ._solver.runge_kutta import (
     AbstractRungeKutta as AbstractRungeKutta,
     ButcherTableau as ButcherTableau,
 )
+from ._solver.reversible import Reversible as Reversible
+from ._solver.reversible_heun import ReversibleHeun as ReversibleHeun
+from ._solver.semi_implicit_euler import SemiImplicitEuler as SemiImplicitEuler
 from ._solver.tsit5 import Tsit5 as Tsit5
 from ._term import (
     AbstractTerm as AbstractTerm,

@@ -66,6 +66,14 @@ def _tree_masked_write(buffers, index, values, pred):
     return jtu.tree_map(lambda b, v: _masked_write(b, index, v, pred), buffers, values)
 
 
+def value_in_step(interpolation, tnext, y1, t):
+    """The state at `t` inside the step that ends at `(tnext, y1)`: the step's
+    interpolant, except at the end of the step, where it is the step's own value
+    (exact, and no rounding from the polynomial). Shared by the forward loop and
+    the reversible adjoint's backward pass (one convention in both)."""
+    return _tree_where(t == tnext, y1, interpolation.evaluate(t))
+
+
 class SaveState(eqx.Module):
     """Output buffers of one `SubSaveAt`: rows `[t0 | ts | steps | t1]`."""
 
@@ -131,11 +139,22 @@ class LastStep(eqx.Module):
     fresh: Array  # the step was just accepted (its steps/dense rows are due)
 
 
+class Record(eqx.Module):
+    """What a reversible adjoint needs from the forward solve: the times of the
+    accepted steps (`ts[0] = t0`, `ts[n]` the end of accepted step `n`) and, when
+    asked for, the state and solver state every `every` accepted steps
+    (`states[j]` after step `j * every`)."""
+
+    ts: Array
+    states: PyTree[Array] | None
+
+
 class State(eqx.Module):
     step: StepState
     save_states: list[SaveState]
     dense_ts: Array | None
     dense_infos: PyTree[Array] | None
+    record: Record | None = None
 
 
 class _Env(eqx.Module):
@@ -202,7 +221,7 @@ def _run_loop(
 
         def flat_buffers(carry):
             state = carry[0]
-            parts = (state.save_states, state.dense_ts, state.dense_infos)
+            parts = (state.save_states, state.dense_ts, state.dense_infos, state.record)
             return tuple(part for part in parts if part is not None)
 
         cond, body, primal, buffers = flat_cond, flat_body, nested, flat_buffers
@@ -275,16 +294,20 @@ def run(
     progress_meter,
     kind: str = "lax",
     checkpoints: int | None = None,
+    record: bool = False,
+    record_every: int | None = None,
 ) -> State:
     """Run the step loop from `t0` to `t1` (forward time axis) and return the final
     state with filled output buffers. `kind` is the loop kind of `while_loop`
-    (`"lax"`, `"bounded"`, `"checkpointed"`), chosen by the adjoint."""
+    (`"lax"`, `"bounded"`, `"checkpointed"`), chosen by the adjoint. `record`
+    keeps a `Record` of the accepted step times (and, with `record_every=k`, of
+    the state every `k` accepted steps) in `State.record`."""
     time_dtype = jnp.result_type(t0)
     error_order = solver.error_order(terms)
     can_jump = controller.can_jump()
     interpolation_cls = solver.interpolation_cls
     layouts = [layout(sub, max_steps) for sub in subs]
-    writes_every_step = dense or any(sub.steps for sub in subs)
+    writes_every_step = dense or record or any(sub.steps for sub in subs)
     use_progress = not isinstance(progress_meter, NoProgressMeter)
     # Steps ending within ~100 ulp of t1 are stretched to t1, so that no tiny
     # (numerically meaningless) last step is taken.
@@ -345,10 +368,7 @@ def run(
                 return save_state, ts_index
             pred = pred & ts_pending(sub, lay, ts_index, tnext)
             t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
-            y_t = interpolation.evaluate(t)
-            # At the end of the step use the step's own value, not the interpolant
-            # (exact, and no rounding from the polynomial).
-            y_t = _tree_where(t == tnext, y1, y_t)
+            y_t = value_in_step(interpolation, tnext, y1, t)
             save_state = write_row(
                 sub, save_state, lay.offset_ts + ts_index, t, y_t, pred
             )
@@ -514,12 +534,29 @@ def run(
                 )
             else:
                 dense_ts = dense_infos = None
+            if state.record is not None:
+                assert max_steps is not None
+                count = step.num_accepted_steps
+                rec_ts = _masked_write(
+                    state.record.ts, jnp.minimum(count, max_steps), last.tnext, fresh
+                )
+                rec_states = state.record.states
+                if record_every is not None:
+                    rec_states = _tree_masked_write(
+                        rec_states,
+                        count // record_every,
+                        (y1, step.solver_state),
+                        fresh & (count % record_every == 0),
+                    )
+                rec = Record(rec_ts, rec_states)
+            else:
+                rec = None
             still = write & any_ts_pending(ts_indices, last.tnext)
             step = eqx.tree_at(lambda s: s.ts_indices, step, ts_indices)
             last = eqx.tree_at(
                 lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
             )
-            return State(step, save_states, dense_ts, dense_infos), last
+            return State(step, save_states, dense_ts, dense_infos, rec), last
 
         def outer_cond(carry):
             state, last = carry
@@ -653,8 +690,25 @@ def run(
         fresh=jnp.asarray(False),
     )
 
+    if record:
+        assert max_steps is not None
+        rec_ts = jnp.full((max_steps + 1,), jnp.inf, time_dtype).at[0].set(t0)
+        if record_every is not None:
+            rows = max_steps // record_every + 1
+            rec_states = jtu.tree_map(
+                lambda x: jnp.zeros((rows, *jnp.shape(x)), jnp.result_type(x))
+                .at[0]
+                .set(x),
+                (y0, solver_state),
+            )
+        else:
+            rec_states = None
+        init_record = Record(rec_ts, rec_states)
+    else:
+        init_record = None
     init_state = State(
-        init_step, *_with_spill_row((save_states, dense_ts, dense_infos))
+        init_step,
+        *_with_spill_row((save_states, dense_ts, dense_infos, init_record)),
     )
     final, _ = _run_loop(
         functions,
@@ -681,5 +735,5 @@ def run(
             s = top.write_row(sub, s, lay.offset_t1, step.tprev, step.y, True)
         save_states.append(s)
     step = eqx.tree_at(lambda s: s.result, step, result)
-    outputs = (save_states, final.dense_ts, final.dense_infos)
+    outputs = (save_states, final.dense_ts, final.dense_infos, final.record)
     return State(step, *_without_spill_row(outputs))

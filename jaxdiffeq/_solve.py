@@ -427,7 +427,14 @@ def diffeqsolve(
         raise ValueError(
             f"`max_steps` must be a positive int or None, got {max_steps!r}."
         )
-    adjoint.check(saveat=saveat, max_steps=max_steps, event=event, solver=solver)
+    solver = adjoint.prepare_solver(solver)
+    adjoint.check(
+        saveat=saveat,
+        max_steps=max_steps,
+        event=event,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+    )
     subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
     if max_steps is None and (saveat.dense or any(sub.steps for sub in subs)):
         raise ValueError(

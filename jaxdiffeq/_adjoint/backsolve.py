@@ -94,8 +94,10 @@ class BacksolveAdjoint(AbstractAdjoint):
         # Closed-over arrays become parameters the adjoint solve differentiates.
         return closure_convert_terms(terms, t0, y0, args)
 
-    def check(self, *, saveat, max_steps, event, solver) -> None:
-        del max_steps, event, solver
+    def check(
+        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+    ) -> None:
+        del max_steps, event, solver, stepsize_controller
         subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
         if saveat.dense:
             raise ValueError(

@@ -33,10 +33,17 @@ class AbstractAdjoint(eqx.Module):
         del t0, y0, args
         return terms
 
-    def check(self, *, saveat, max_steps, event, solver) -> None:
+    def prepare_solver(self, solver):
+        """The solver the loop runs (e.g. `ReversibleAdjoint` wraps a solver in
+        `Reversible`); by default the solver itself. Never modifies `solver`."""
+        return solver
+
+    def check(
+        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+    ) -> None:
         """Raise a `ValueError` naming the fix if this adjoint cannot
         differentiate a solve with these settings (checked before tracing)."""
-        del saveat, max_steps, event, solver
+        del saveat, max_steps, event, solver, stepsize_controller
 
 
 def _is_term(x):

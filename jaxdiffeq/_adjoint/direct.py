@@ -38,8 +38,10 @@ class DirectAdjoint(AbstractAdjoint):
     ```
     """
 
-    def check(self, *, saveat, max_steps, event, solver) -> None:
-        del saveat, event, solver
+    def check(
+        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+    ) -> None:
+        del saveat, event, solver, stepsize_controller
         if max_steps is None:
             raise ValueError(
                 "`DirectAdjoint` needs an int `max_steps`: it runs a loop of that "

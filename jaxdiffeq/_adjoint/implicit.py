@@ -51,8 +51,10 @@ class ImplicitAdjoint(AbstractAdjoint):
 
     linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=None)
 
-    def check(self, *, saveat, max_steps, event, solver) -> None:
-        del max_steps, event, solver
+    def check(
+        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+    ) -> None:
+        del max_steps, event, solver, stepsize_controller
         subs = jtu.tree_leaves(saveat.subs, is_leaf=_is_sub)
         if (
             saveat.dense

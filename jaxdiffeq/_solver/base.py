@@ -120,6 +120,39 @@ class AbstractImplicitSolver(AbstractSolver):
     """Marker: each step solves a nonlinear system (for stiff problems)."""
 
 
+class AbstractReversibleSolver(AbstractSolver):
+    """A solver whose step can be undone exactly (algebraically reversible), so
+    that `ReversibleAdjoint` can rebuild every state backwards from the last one
+    instead of storing them.
+
+    Besides the `AbstractSolver` contract it implements `backward_step`.
+    """
+
+    # Whether `backward_step` is exact only when every step has the same size
+    # (e.g. `LeapfrogMidpoint`, whose state does not record the previous step's
+    # size); `ReversibleAdjoint` then requires `ConstantStepSize`.
+    constant_steps_only: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def backward_step(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y1: Y,
+        args: Args,
+        solver_state: SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, DenseInfo, SolverState, RESULTS]:
+        """Undo the step from `t0` to `t1`: from the state `y1` and solver state at
+        `t1` (what `step` returned), rebuild the state and solver state at `t0`.
+
+        Returns `(y0, dense_info, solver_state0, result)`, where `dense_info` is
+        that of the forward step. Up to rounding, `step(terms, t0, t1, y0, args,
+        solver_state0, made_jump)` returns `y1` and `solver_state` again.
+        """
+
+
 class AbstractWrappedSolver(AbstractSolver):
     """A solver that wraps another one, e.g. `HalfSolver(Euler())`."""
 

@@ -1,0 +1,540 @@
+"""`ReversibleAdjoint`: exact gradients in constant memory, by undoing the steps
+of an algebraically reversible solver."""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jax import custom_batching
+from jax.custom_derivatives import SymbolicZero
+
+from .._controller.constant import ConstantStepSize
+from .._loop import State, layout, value_in_step
+from .._misc import stop_integer_tangents, where, zero_cotangent
+from .._saveat import SubSaveAt
+from .._solver.base import AbstractReversibleSolver, AbstractSolver
+from .._solver.reversible import Reversible
+from .base import AbstractAdjoint, closure_convert_terms
+
+
+class ReversibleAdjoint(AbstractAdjoint):
+    """Differentiate through the solver's operations (discretise-then-optimise)
+    in constant memory, by running an algebraically reversible solver backwards.
+
+    The forward solve records only the times of the accepted steps. The
+    backward pass walks them from last to first: it rebuilds each step's start
+    from its end (`AbstractReversibleSolver.backward_step`), linearises the step
+    there and pulls the cotangents back through it. The gradients are those of
+    the computed solution (like `RecursiveCheckpointAdjoint`'s, up to the
+    rounding of the reconstruction), not of an approximate adjoint equation.
+
+    **Solvers.** A reversible solver (`ReversibleHeun`, `LeapfrogMidpoint`,
+    `SemiImplicitEuler`, `Reversible(...)`) is used as it is; any other explicit
+    single-step solver is wrapped in `Reversible(solver)` (coupling 0.999),
+    which changes the numbers of the solve (two coupled states, two steps of the
+    wrapped solver per step). Pass `Reversible(solver, coupling=...)` to choose
+    the coupling.
+
+    **Cost.** Memory: the step times (`max_steps + 1` numbers) and one state,
+    whatever the number of steps; with `checkpoint_every=k`, also one state per
+    `k` steps. Time: one forward solve, then per step one `backward_step`, one
+    linearised step and its transpose. Under `vmap`, the cotangents of
+    parameters shared by the batch are summed inside each backward step (one
+    accumulator, not one per example), and lanes that have finished are masked.
+
+    **Supports** constant and adaptive step sizes (rejected steps are not
+    replayed); `SaveAt(t0, t1, ts, steps, fn, subs)` (outputs at `ts` are pulled
+    back through the interpolant of the step that contains them, `t_k < s <=
+    t_{k+1}`, the forward convention); gradients with respect to `y0`, `args`,
+    the arrays of the terms (parameters of an `equinox.Module` vector field,
+    and arrays its function closes over) and `SaveAt(ts)`. Not supported (an
+    error says so): `SaveAt(dense=True)`, events, `max_steps=None`, gradients
+    with respect to `t0`, `t1` or `dt0`, controllers with `jump_ts`, forward
+    mode and higher derivatives.
+
+    **Stability.** Reconstruction multiplies rounding errors by about
+    `1/coupling` per step, and more where the forward solve damps (decaying
+    modes are amplified backwards): use float64, and `checkpoint_every` for long
+    or strongly damped solves. See docs/choosing-an-adjoint.md.
+
+    **Arguments:**
+
+    - `checkpoint_every`: store the state (and solver state) every this many
+      accepted steps, and restart the reconstruction from the stored state
+      there, which bounds the drift. Default `None`: store nothing.
+
+    ```python
+    import jax
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+
+    def loss(k):
+        term = jd.ODETerm(lambda t, y, k: -k * y)
+        sol = jd.diffeqsolve(term, jd.Tsit5(), 0.0, 1.0, 0.1, jnp.array(1.0), k,
+                             adjoint=jd.ReversibleAdjoint())
+        return sol.ys[0]
+
+    jax.grad(loss)(0.5)  # about -exp(-0.5)
+    ```
+
+    Reference: S. McCallum, J. Foster, "Efficient, accurate and stable gradients
+    for neural ODEs", arXiv:2410.11648 (2024).
+    """
+
+    checkpoint_every: int | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        k = self.checkpoint_every
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ValueError(
+                f"`ReversibleAdjoint(checkpoint_every=...)` must be a positive int "
+                f"or None, got {k!r}."
+            )
+
+    def prepare_solver(self, solver: AbstractSolver) -> AbstractSolver:
+        if isinstance(solver, AbstractReversibleSolver):
+            return solver
+        return Reversible(solver)
+
+    def prepare_terms(self, terms, t0, y0, args):
+        # The backward pass is a custom rule: closed-over arrays must be explicit.
+        return closure_convert_terms(terms, t0, y0, args)
+
+    def check(self, *, saveat, max_steps, event, solver, stepsize_controller=None):
+        if event is not None:
+            raise ValueError(
+                "`ReversibleAdjoint` does not support events; use "
+                "`RecursiveCheckpointAdjoint`."
+            )
+        if saveat.dense:
+            raise ValueError(
+                "`ReversibleAdjoint` does not support `SaveAt(dense=True)`; save at "
+                "`ts` instead, or use `RecursiveCheckpointAdjoint`."
+            )
+        if max_steps is None:
+            raise ValueError(
+                "`ReversibleAdjoint` needs `max_steps` (it sizes the record of step "
+                "times); pass an int."
+            )
+        if stepsize_controller is not None:
+            if stepsize_controller.can_jump():
+                raise ValueError(
+                    "`ReversibleAdjoint` does not support step-size controllers that "
+                    "step to discontinuities (`jump_ts`); use "
+                    "`RecursiveCheckpointAdjoint`."
+                )
+            if (
+                isinstance(solver, AbstractReversibleSolver)
+                and solver.constant_steps_only
+                and not isinstance(stepsize_controller, ConstantStepSize)
+            ):
+                raise ValueError(
+                    f"`{type(solver).__name__}` is reversible with constant step "
+                    "sizes only; use `ConstantStepSize`, or another solver with "
+                    "`ReversibleAdjoint`."
+                )
+
+    def loop(self, run, **kwargs) -> Any:
+        every = self.checkpoint_every
+        arrays, static = eqx.partition(kwargs, eqx.is_array)
+
+        def forward(arrays):
+            final = run(
+                kind="lax", record=True, record_every=every, **eqx.combine(arrays, static)
+            )
+            without = State(final.step, final.save_states, final.dense_ts, final.dense_infos)
+            return without, final.record
+
+        @jax.custom_vjp
+        def solve(arrays):
+            return run(kind="lax", **eqx.combine(arrays, static))
+
+        def fwd(arrays):
+            values = jtu.tree_map(
+                lambda p: p.value,
+                arrays,
+                is_leaf=lambda x: isinstance(x, jax.custom_derivatives.CustomVJPPrimal),
+            )
+            perturbed = jtu.tree_map(
+                lambda p: bool(p.perturbed),
+                arrays,
+                is_leaf=lambda x: isinstance(x, jax.custom_derivatives.CustomVJPPrimal),
+            )
+            for key in ("t0", "t1", "tnext", "controller", "controller_state"):
+                if any(jtu.tree_leaves(perturbed.get(key))):
+                    raise ValueError(
+                        "`ReversibleAdjoint` does not differentiate with respect to "
+                        "`t0`, `t1`, `dt0` or the step-size controller; use "
+                        "`RecursiveCheckpointAdjoint`."
+                    )
+            final, record = forward(values)
+            return final, (final, record, values)
+
+        def bwd(residuals, ct_final):
+            final, record, values = residuals
+            ct_final = jtu.tree_map(
+                _instantiate, ct_final, is_leaf=lambda x: isinstance(x, SymbolicZero)
+            )
+            return (_cotangents(values, static, final, record, ct_final, every),)
+
+        solve.defvjp(fwd, bwd, symbolic_zeros=True)
+        return stop_integer_tangents(solve(arrays))
+
+
+def _instantiate(x):
+    if isinstance(x, SymbolicZero):
+        return jnp.zeros(x.aval.shape, x.aval.dtype)  # pyright: ignore
+    return x
+
+
+def _cotangents(values, static_kw, final, record, ct_final, every):
+    """The cotangents of the loop's array inputs `values`, from those of its
+    final state."""
+    kw = eqx.combine(values, static_kw)
+    subs: list[SubSaveAt] = kw["subs"]
+    max_steps = kw["max_steps"]
+    layouts = [layout(sub, max_steps) for sub in subs]
+    theta = (kw["terms"], kw["args"])
+    theta_diff, theta_rest = eqx.partition(theta, eqx.is_inexact_array)
+    theta_other, theta_static = eqx.partition(theta_rest, eqx.is_array)
+    lanes = dict(
+        times=record.ts,
+        states=record.states,
+        n=final.step.num_accepted_steps,
+        y=final.step.y,
+        s=final.step.solver_state,
+        y_ct=ct_final.step.y,
+        s_ct=ct_final.step.solver_state,
+        ys_ct=[s.ys for s in ct_final.save_states],
+        ts_ct=[s.ts for s in ct_final.save_states],
+        subs_ts=[sub.ts for sub in subs],
+        t0=kw["t0"],
+        tend=final.step.tprev,
+        y0=kw["y0"],
+        direction=kw["direction"],
+    )
+    static = _Static(
+        solver=kw["solver"],
+        fns=tuple(sub.fn for sub in subs),
+        steps=tuple(sub.steps for sub in subs),
+        t0_rows=tuple(bool(sub.t0) for sub in subs),
+        t1_rows=tuple(bool(sub.t1) for sub in subs),
+        layouts=tuple(layouts),
+        every=every,
+        theta_static=theta_static,
+    )
+    lane_ct, theta_ct = _reverse_core(static, lanes, theta_diff, theta_other)
+
+    # Assemble the cotangent of every array input (zeros where none).
+    ct = jtu.tree_map(zero_cotangent, values)
+    ct["y0"] = lane_ct["y0"]
+    ct["solver_state"] = lane_ct["s0"]
+    ct["terms"], ct["args"] = eqx.combine(
+        theta_ct, jtu.tree_map(zero_cotangent, theta_other)
+    )
+    for i, sub in enumerate(subs):
+        if sub.ts is not None:
+            ct["subs"] = eqx.tree_at(
+                lambda c, i=i: c[i].ts, ct["subs"], lane_ct["ts"][i]
+            )
+    return ct
+
+
+class _Static(eqx.Module):
+    solver: Any = eqx.field(static=True)
+    fns: tuple = eqx.field(static=True)
+    steps: tuple = eqx.field(static=True)
+    t0_rows: tuple = eqx.field(static=True)
+    t1_rows: tuple = eqx.field(static=True)
+    layouts: tuple = eqx.field(static=True)
+    every: int | None = eqx.field(static=True)
+    theta_static: Any = eqx.field(static=True)
+
+
+def _reverse_core(static: _Static, lanes, theta_diff, theta_other):
+    """The backward pass, batch-aware: a `custom_vmap` whose batching rule runs
+    one loop over all lanes, with the per-lane values stacked and the shared
+    parameters' cotangents summed inside each step."""
+
+    @custom_batching.custom_vmap
+    def core(lanes, theta_diff, theta_other):
+        lanes = jtu.tree_map(lambda x: x[None], lanes)
+        axes = jtu.tree_map(lambda _: None, (theta_diff, theta_other))
+        lane_ct, theta_ct = _reverse(static, lanes, theta_diff, theta_other, axes)
+        return jtu.tree_map(lambda x: x[0], lane_ct), theta_ct
+
+    @core.def_vmap
+    def _rule(axis_size, in_batched, lanes, theta_diff, theta_other):
+        lanes_b, diff_b, other_b = in_batched
+        lanes = jtu.tree_map(
+            lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))),
+            lanes,
+            lanes_b,
+        )
+        axes = jtu.tree_map(lambda b: 0 if b else None, (diff_b, other_b))
+        lane_ct, theta_ct = _reverse(static, lanes, theta_diff, theta_other, axes)
+        out_batched = (jtu.tree_map(lambda _: True, lane_ct), diff_b)
+        return (lane_ct, theta_ct), out_batched
+
+    return core(lanes, theta_diff, theta_other)
+
+
+def _take(x, index):
+    """Row `index[b]` of `x[b]` for every lane `b` (leading axis)."""
+    return jax.vmap(lambda row, i: row[i])(x, index)
+
+
+def _lane_where(pred, new, old):
+    """Per-lane select: `pred` has shape `(lanes,)`."""
+
+    def leaf(a, b):
+        p = pred.reshape(pred.shape + (1,) * (jnp.ndim(a) - 1))
+        return where(p, a, b)
+
+    return jtu.tree_map(leaf, new, old)
+
+
+def _zeros_like(tree):
+    return jtu.tree_map(jnp.zeros_like, tree)
+
+
+def _add(a, b):
+    return jtu.tree_map(jnp.add, a, b)
+
+
+def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
+    """Walk the accepted steps of every lane from last to first.
+
+    `lanes`: per-lane values with a leading lane axis. `theta_diff`: the
+    differentiable parameters (`terms`, `args`), with lane axis per `axes`.
+    Returns the per-lane cotangents (`y0`, `s0`, `ts`) and those of
+    `theta_diff` (summed over lanes where it is shared)."""
+    solver = static.solver
+    diff_axes, other_axes = axes
+
+    def theta(td, to):
+        return eqx.combine(td, to, static.theta_static)
+
+    def vm(fn, *lane_args):
+        """`fn(*lane_args, theta_diff, theta_other)` for every lane."""
+        in_axes = (0,) * len(lane_args) + (diff_axes, other_axes)
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def step_lane(ta, tb, x, td, to):
+        terms, args = theta(td, to)
+        y, s = x
+        y1, _, dense, s1, _ = solver.step(terms, ta, tb, y, args, s, False)
+        return (y1, s1), dense
+
+    def back_lane(ta, tb, x1, td, to):
+        terms, args = theta(td, to)
+        y1, s1 = x1
+        y0, _, s0, _ = solver.backward_step(terms, ta, tb, y1, args, s1, False)
+        return y0, s0
+
+    def save_lane(i):
+        fn = static.fns[i]
+
+        def out(t, y, direction, td, to):
+            _, args = theta(td, to)
+            return fn(t * direction, y, args)
+
+        return out
+
+    def in_step_lane(i):
+        fn = static.fns[i]
+
+        def out(ta, tb, dense, y1, t, direction, td, to):
+            _, args = theta(td, to)
+            interpolation = solver.interpolation_cls(t0=ta, t1=tb, **dense)
+            return fn(t * direction, value_in_step(interpolation, tb, y1, t), args)
+
+        return out
+
+    def pull_saved(i, t, y, ct_out, direction):
+        """Cotangents of `y` and `theta_diff` from a row saved as
+        `fn(t, y, args)`."""
+        fn = vm(save_lane(i), 0, 0, 0)
+        _, pull = jax.vjp(
+            lambda y, td: fn(t, y, direction, td, theta_other), y, theta_diff
+        )
+        return pull(ct_out)
+
+    direction = lanes["direction"]
+    times = lanes["times"]
+    num_lanes = times.shape[0]
+    lane_index = jnp.arange(num_lanes)
+
+    def rows(buffer, index):
+        return jtu.tree_map(lambda b: b[lane_index, index], buffer)
+
+    # Outputs of the last state: the t1 rows and the last `steps` row.
+    n = lanes["n"]
+    y_ct = lanes["y_ct"]
+    theta_ct = _zeros_like(theta_diff)
+    for i, lay in enumerate(static.layouts):
+        if static.t1_rows[i]:
+            ct_row = rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
+            dy, dth = pull_saved(i, lanes["tend"], lanes["y"], ct_row, direction)
+            y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
+    y_ct, theta_ct = _pull_steps_rows(
+        static, lanes, n, lanes["y"], times, y_ct, theta_ct, pull_saved, rows
+    )
+
+    ts_ct = [
+        None if ts is None else jnp.zeros(ts.shape, ts.dtype)
+        for ts in lanes["subs_ts"]
+    ]
+
+    def cond(carry):
+        return jnp.any(carry[0] > 0)
+
+    def body(carry):
+        n, x, x_ct, theta_ct, ts_ct = carry
+        active = n > 0
+        m = jnp.maximum(n - 1, 0)
+        first = times[:, 0]
+        ta = where(active, _take(times, m), first)
+        tb = where(active, _take(times, m + 1), first)
+        x_prev = vm(back_lane, 0, 0, 0)(ta, tb, x, theta_diff, theta_other)
+        if static.every is not None:
+            stored = rows(lanes["states"], m // static.every)
+            x_prev = _lane_where(active & (m % static.every == 0), stored, x_prev)
+        (x_next, dense), pull_step = jax.vjp(
+            lambda x, td: vm(step_lane, 0, 0, 0)(ta, tb, x, td, theta_other),
+            x_prev,
+            theta_diff,
+        )
+        del x_next
+        x_ct_in = _lane_where(active, x_ct, _zeros_like(x_ct))
+        y1_ct, s1_ct = x_ct_in
+        dense_ct = _zeros_like(dense)
+        new_ts_ct = []
+        for i, lay in enumerate(static.layouts):
+            sub_ts = lanes["subs_ts"][i]
+            if sub_ts is None:
+                new_ts_ct.append(None)
+                continue
+            (dense_ct, y1_ct, theta_ct, ts_ct_i) = _pull_ts_rows(
+                i,
+                lay,
+                lanes,
+                active,
+                ta,
+                tb,
+                dense,
+                x[0],
+                sub_ts,
+                (dense_ct, y1_ct, theta_ct, ts_ct[i]),
+                vm(in_step_lane(i), 0, 0, 0, 0, 0, 0),
+                theta_diff,
+                theta_other,
+                rows,
+            )
+            new_ts_ct.append(ts_ct_i)
+        x_prev_ct, theta_step_ct = pull_step(((y1_ct, s1_ct), dense_ct))
+        theta_ct = _add(theta_ct, theta_step_ct)
+        y_prev_ct, s_prev_ct = x_prev_ct
+        y_prev_ct, theta_ct = _pull_steps_rows(
+            static,
+            lanes,
+            jnp.where(active, m, 0),
+            x_prev[0],
+            times,
+            y_prev_ct,
+            theta_ct,
+            pull_saved,
+            rows,
+        )
+        x = _lane_where(active, x_prev, x)
+        x_ct = _lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
+        return n - active, x, x_ct, theta_ct, new_ts_ct
+
+    carry = (n, (lanes["y"], lanes["s"]), (y_ct, lanes["s_ct"]), theta_ct, ts_ct)
+    _, _, x_ct, theta_ct, ts_ct = lax.while_loop(cond, body, carry)
+    y0_ct, s0_ct = x_ct
+
+    # Outputs at t0: the t0 row and the `ts` at or before t0, all `fn(t0, y0)`.
+    for i, lay in enumerate(static.layouts):
+        sub_ts = lanes["subs_ts"][i]
+        weight = jnp.zeros((num_lanes, lay.size), times.dtype)
+        if static.t0_rows[i]:
+            weight = weight.at[:, 0].set(1)
+        if sub_ts is not None:
+            at_t0 = (sub_ts <= lanes["t0"][:, None]).astype(times.dtype)
+            weight = weight.at[:, lay.offset_ts : lay.offset_steps].set(at_t0)
+        if not static.t0_rows[i] and sub_ts is None:
+            continue
+        ct_out = jtu.tree_map(
+            lambda c: jnp.einsum("br,br...->b...", weight.astype(c.dtype), c),
+            lanes["ys_ct"][i],
+        )
+        dy, dth = pull_saved(i, lanes["t0"], lanes["y0"], ct_out, direction)
+        y0_ct, theta_ct = _add(y0_ct, dy), _add(theta_ct, dth)
+    lane_ct = dict(y0=y0_ct, s0=s0_ct, ts=ts_ct)
+    return lane_ct, theta_ct
+
+
+def _pull_steps_rows(static, lanes, count, y, times, y_ct, theta_ct, pull_saved, rows):
+    """Add the cotangents of the `SaveAt(steps=k)` rows written after accepted
+    step `count` (per lane), from state `y`."""
+    for i, lay in enumerate(static.layouts):
+        k = static.steps[i]
+        if not k:
+            continue
+        due = (count >= 1) & (count % k == 0)
+        row = lay.offset_steps + jnp.clip(count // k - 1, 0, max(lay.num_steps - 1, 0))
+        ct_row = rows(lanes["ys_ct"][i], row)
+        ct_row = _lane_where(due, ct_row, _zeros_like(ct_row))
+        dy, dth = pull_saved(i, _take(times, count), y, ct_row, lanes["direction"])
+        y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
+    return y_ct, theta_ct
+
+
+def _pull_ts_rows(
+    i, lay, lanes, active, ta, tb, dense, y1, sub_ts, acc, out_fn, td, to, rows
+):
+    """Pull back the `SaveAt(ts)` outputs that lie in the step `(ta, tb]` of
+    each lane: into the step's dense information, its end state `y1`, the
+    parameters and `ts` itself."""
+    direction = lanes["direction"]
+    lo = jax.vmap(lambda ts, t: jnp.searchsorted(ts, t, side="right"))(sub_ts, ta)
+    hi = jax.vmap(lambda ts, t: jnp.searchsorted(ts, t, side="right"))(sub_ts, tb)
+    hi = jnp.where(active, hi, lo)
+    num_ts = sub_ts.shape[1]
+
+    def cond(carry):
+        j = carry[0]
+        return jnp.any(j < hi)
+
+    def body(carry):
+        j, (dense_ct, y1_ct, theta_ct, ts_ct) = carry
+        live = j < hi
+        jj = jnp.minimum(j, num_ts - 1)
+        t = _take(sub_ts, jj)
+        ct_out = rows(lanes["ys_ct"][i], lay.offset_ts + jj)
+        ct_out = _lane_where(live, ct_out, _zeros_like(ct_out))
+        _, pull = jax.vjp(
+            lambda dense, y1, t, td: out_fn(ta, tb, dense, y1, t, direction, td, to),
+            dense,
+            y1,
+            t,
+            td,
+        )
+        d_dense, d_y1, d_t, d_theta = pull(ct_out)
+        ct_time = rows(lanes["ts_ct"][i], lay.offset_ts + jj) * direction
+        d_t = where(live, d_t + ct_time, 0)
+        ts_ct = ts_ct.at[jnp.arange(ts_ct.shape[0]), jj].add(d_t)
+        acc = (
+            _add(dense_ct, d_dense),
+            _add(y1_ct, d_y1),
+            _add(theta_ct, d_theta),
+            ts_ct,
+        )
+        return j + live, acc
+
+    _, acc = lax.while_loop(cond, body, (lo, acc))
+    return acc
