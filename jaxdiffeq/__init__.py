@@ -72,12 +72,12 @@ from ._solver.heun import Heun as Heun
 from ._solver.leapfrog_midpoint import LeapfrogMidpoint as LeapfrogMidpoint
 from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston
+from ._solver.reversible import Reversible as Reversible
+from ._solver.reversible_heun import ReversibleHeun as ReversibleHeun
 from ._solver.runge_kutta import (
     AbstractRungeKutta as AbstractRungeKutta,
     ButcherTableau as ButcherTableau,
 )
-from ._solver.reversible import Reversible as Reversible
-from ._solver.reversible_heun import ReversibleHeun as ReversibleHeun
 from ._solver.semi_implicit_euler import SemiImplicitEuler as SemiImplicitEuler
 from ._solver.tsit5 import Tsit5 as Tsit5
 from ._term import (

@@ -696,9 +696,9 @@ def run(
         if record_every is not None:
             rows = max_steps // record_every + 1
             rec_states = jtu.tree_map(
-                lambda x: jnp.zeros((rows, *jnp.shape(x)), jnp.result_type(x))
-                .at[0]
-                .set(x),
+                lambda x: (
+                    jnp.zeros((rows, *jnp.shape(x)), jnp.result_type(x)).at[0].set(x)
+                ),
                 (y0, solver_state),
             )
         else:

@@ -176,12 +176,15 @@ def _check_vector_field(terms, t0, y0, args):
             return [t for sub in term.terms for t in leaf_terms(sub)]
         return [term]
 
-    for term in jtu.tree_leaves(terms, is_leaf=_is_term):
-        for leaf in leaf_terms(term):
-            if isinstance(leaf, ODETerm):
-                out = jax.eval_shape(leaf.vf, t0, y0, args)
-                _compare_with_state(out, y0, "The vector field")
-    if isinstance(terms, AbstractTerm) and not isinstance(terms, ODETerm):
+    if not isinstance(terms, AbstractTerm):
+        # A structure of terms (e.g. the pair of `SemiImplicitEuler`): the solver
+        # decides which part of the state each term sees and produces.
+        return
+    for leaf in leaf_terms(terms):
+        if isinstance(leaf, ODETerm):
+            out = jax.eval_shape(leaf.vf, t0, y0, args)
+            _compare_with_state(out, y0, "The vector field")
+    if not isinstance(terms, ODETerm):
         out = jax.eval_shape(
             lambda: terms.prod(terms.vf(t0, y0, args), terms.contr(t0, t0))
         )

@@ -38,9 +38,9 @@ NUM_STEPS = {
 }
 
 
-def max_step_error(solver, problem, num_steps):
+def max_step_error(solver, problem, num_steps, scale=1):
     vector_field, y0, t1, exact = PROBLEMS[problem]
-    max_steps = max(NUM_STEPS[solver.order(None)]) + 2  # one compile per solver
+    max_steps = round(scale * max(NUM_STEPS[solver.order(None)])) + 2  # one compile
     sol = jd.diffeqsolve(
         jd.ODETerm(vector_field),
         solver,
@@ -67,15 +67,19 @@ def test_convergence_order(case, problem):
     term = jd.ODETerm(PROBLEMS[problem][0])
     order = case.solver.order(term)
     assert order == case.order, "the solver reports a different order"
-    num_steps = NUM_STEPS[order]
+    if problem == "logistic" and not case.damped_ok:
+        pytest.skip("the method's parasitic mode grows on this decaying problem")
+    num_steps = [round(case.steps_scale * n) for n in NUM_STEPS[order]]
     t1 = PROBLEMS[problem][2]
     dts = [t1 / n for n in num_steps]
-    errors = [max_step_error(case.solver, problem, n) for n in num_steps]
+    errors = [
+        max_step_error(case.solver, problem, n, case.steps_scale) for n in num_steps
+    ]
     # Sanity: the errors shrink monotonically and are far above rounding.
     assert all(np.diff(errors) < 0), errors
     assert min(errors) > 5e-14, errors
     slope = fitted_order(dts, errors)
-    assert abs(slope - order) <= 0.3, (slope, errors)
+    assert order - 0.3 <= slope <= order + case.order_excess, (slope, errors)
 
 
 def test_error_estimate_order():

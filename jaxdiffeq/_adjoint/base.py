@@ -55,11 +55,27 @@ def closure_convert_terms(terms, t0, y0, args):
     of the term (with `equinox.filter_closure_convert`), so that a differentiated
     loop receives them as explicit inputs."""
 
+    # A single term sees the whole state. In a structure of terms (the pair of
+    # `SemiImplicitEuler`) a term may see one part of a tuple state instead: the
+    # first example that traces is used.
+    if isinstance(terms, AbstractTerm) or not isinstance(y0, tuple):
+        examples = [y0]
+    else:
+        examples = [y0, *y0]
+
+    def trace(fn):
+        for example in examples[:-1]:
+            try:
+                return eqx.filter_closure_convert(fn, t0, example, args)
+            except (TypeError, ValueError):
+                pass
+        return eqx.filter_closure_convert(fn, t0, examples[-1], args)
+
     def convert(term):
         if isinstance(term, MultiTerm):
             return MultiTerm(*[convert(t) for t in term.terms])
         if isinstance(term, ODETerm) and not isinstance(term.vector_field, eqx.Module):
-            fn = eqx.filter_closure_convert(term.vector_field, t0, y0, args)
+            fn = trace(term.vector_field)
             # Nothing closed over that could be differentiated: keep the
             # function itself (no jaxpr to re-trace).
             if any(eqx.is_inexact_array(x) for x in jtu.tree_leaves(fn)):

@@ -143,9 +143,14 @@ class ReversibleAdjoint(AbstractAdjoint):
 
         def forward(arrays):
             final = run(
-                kind="lax", record=True, record_every=every, **eqx.combine(arrays, static)
+                kind="lax",
+                record=True,
+                record_every=every,
+                **eqx.combine(arrays, static),
             )
-            without = State(final.step, final.save_states, final.dense_ts, final.dense_infos)
+            without = State(
+                final.step, final.save_states, final.dense_ts, final.dense_infos
+            )
             return without, final.record
 
         @jax.custom_vjp
@@ -226,7 +231,12 @@ def _cotangents(values, static_kw, final, record, ct_final, every):
         every=every,
         theta_static=theta_static,
     )
-    lane_ct, theta_ct = _reverse_core(static, lanes, theta_diff, theta_other)
+    # Whether the cotangents of parameters shared by a batch may be summed over
+    # its lanes inside the backward pass (see `_batched_now`).
+    sum_shared = _batched_now((lanes, theta_diff, theta_other))
+    lane_ct, theta_ct = _reverse_core(
+        static, lanes, theta_diff, theta_other, sum_shared
+    )
 
     # Assemble the cotangent of every array input (zeros where none).
     ct = jtu.tree_map(zero_cotangent, values)
@@ -254,10 +264,43 @@ class _Static(eqx.Module):
     theta_static: Any = eqx.field(static=True)
 
 
-def _reverse_core(static: _Static, lanes, theta_diff, theta_other):
+def _batched_now(tree) -> bool:
+    """Whether this backward rule is being traced under a live `vmap` (a probe
+    `custom_vmap` fires its batching rule at once), rather than staged into a
+    jaxpr that an enclosing `vmap` may batch later.
+
+    This tells `grad(vmap(solve))` from `vmap(grad(solve))`. In the first, JAX
+    batches the `custom_vjp` itself: it traces the backward rule under `vmap`
+    (live) and sums the cotangents of inputs shared by the batch afterwards, so
+    the rule may sum them inside each step instead, with one accumulator. In the
+    second, the backward rule is traced unbatched (inside `diffeqsolve`'s `jit`)
+    and batched later; each lane then needs its own parameter cotangent (a
+    per-example gradient), so nothing may be summed. When in doubt (e.g. under
+    `jax.disable_jit()`, where the second case is also traced live) the answer
+    is `False`, which is correct in both cases, only slower in the first."""
+    if jax.config.jax_disable_jit:  # pyright: ignore
+        return False
+    fired = []
+
+    @custom_batching.custom_vmap
+    def probe(x):
+        return x
+
+    @probe.def_vmap
+    def _rule(axis_size, in_batched, x):
+        del axis_size
+        fired.append(True)
+        return x, in_batched[0]
+
+    probe(tree)
+    return bool(fired)
+
+
+def _reverse_core(static: _Static, lanes, theta_diff, theta_other, sum_shared):
     """The backward pass, batch-aware: a `custom_vmap` whose batching rule runs
-    one loop over all lanes, with the per-lane values stacked and the shared
-    parameters' cotangents summed inside each step."""
+    one loop over all lanes, with the per-lane values stacked. With
+    `sum_shared`, the cotangents of parameters shared by the lanes are summed
+    inside each step (one accumulator); otherwise each lane gets its own."""
 
     @custom_batching.custom_vmap
     def core(lanes, theta_diff, theta_other):
@@ -269,11 +312,14 @@ def _reverse_core(static: _Static, lanes, theta_diff, theta_other):
     @core.def_vmap
     def _rule(axis_size, in_batched, lanes, theta_diff, theta_other):
         lanes_b, diff_b, other_b = in_batched
-        lanes = jtu.tree_map(
-            lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))),
-            lanes,
-            lanes_b,
-        )
+
+        def stack(x, b):
+            return x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+
+        lanes = jtu.tree_map(stack, lanes, lanes_b)
+        if not sum_shared:
+            theta_diff = jtu.tree_map(stack, theta_diff, diff_b)
+            diff_b = jtu.tree_map(lambda _: True, diff_b)
         axes = jtu.tree_map(lambda b: 0 if b else None, (diff_b, other_b))
         lane_ct, theta_ct = _reverse(static, lanes, theta_diff, theta_other, axes)
         out_batched = (jtu.tree_map(lambda _: True, lane_ct), diff_b)
@@ -385,8 +431,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     )
 
     ts_ct = [
-        None if ts is None else jnp.zeros(ts.shape, ts.dtype)
-        for ts in lanes["subs_ts"]
+        None if ts is None else jnp.zeros(ts.shape, ts.dtype) for ts in lanes["subs_ts"]
     ]
 
     def cond(carry):
@@ -469,7 +514,9 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         if not static.t0_rows[i] and sub_ts is None:
             continue
         ct_out = jtu.tree_map(
-            lambda c: jnp.einsum("br,br...->b...", weight.astype(c.dtype), c),
+            lambda c, weight=weight: jnp.einsum(
+                "br,br...->b...", weight.astype(c.dtype), c
+            ),
             lanes["ys_ct"][i],
         )
         dy, dth = pull_saved(i, lanes["t0"], lanes["y0"], ct_out, direction)

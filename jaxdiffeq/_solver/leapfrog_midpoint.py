@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._interpolation import LocalLinearInterpolation
@@ -51,7 +52,7 @@ class LeapfrogMidpoint(AbstractReversibleSolver):
         # an Euler step forwards, and every step (the first included) is undone
         # by the same formula.
         back = terms.vf_prod(t0, y0, args, terms.contr(t1, t0))
-        return t0 - (t1 - t0), jtu.tree_map(lambda y, d: y + d, y0, back)
+        return 2 * jnp.asarray(t0) - t1, jtu.tree_map(lambda y, d: y + d, y0, back)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
@@ -65,7 +66,7 @@ class LeapfrogMidpoint(AbstractReversibleSolver):
         del made_jump
         t0_state, y0 = solver_state
         del t0_state  # equal to t0
-        tm1 = t0 - (t1 - t0)
+        tm1 = 2 * jnp.asarray(t0) - t1
         increment = terms.vf_prod(t0, y0, args, terms.contr(tm1, t1))
         ym1 = jtu.tree_map(lambda y, d: y - d, y1, increment)
         dense_info = dict(y0=y0, y1=y1)
