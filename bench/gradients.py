@@ -48,9 +48,13 @@ class VectorField(eqx.Module):
         return self.mlp(y)
 
 
-def neural_ode_grad(lib):
+def neural_ode_grad(lib, adjoint=None, steps=STEPS):
     """`(model, y0s) -> (loss, grads)`: mean-square loss of the `vmap`ped
-    solutions at t1, gradient with respect to the MLP's parameters."""
+    solutions at t1, gradient with respect to the MLP's parameters.
+    `RecursiveCheckpointAdjoint()` unless `adjoint` is given; `steps` Euler
+    steps on [0, 10]."""
+    if adjoint is None:
+        adjoint = lib.RecursiveCheckpointAdjoint()
 
     def solve(model, y0):
         return lib.diffeqsolve(
@@ -58,11 +62,11 @@ def neural_ode_grad(lib):
             lib.Euler(),
             0.0,
             T1,
-            DT,
+            T1 / steps,
             y0,
             saveat=lib.SaveAt(t1=True),
-            adjoint=lib.RecursiveCheckpointAdjoint(),
-            max_steps=STEPS,
+            adjoint=adjoint,
+            max_steps=steps,
         ).ys
 
     @eqx.filter_jit

@@ -140,12 +140,12 @@ class LastStep(eqx.Module):
 
 
 class Record(eqx.Module):
-    """What a reversible adjoint needs from the forward solve: the times of the
-    accepted steps (`ts[0] = t0`, `ts[n]` the end of accepted step `n`) and, when
-    asked for, the state and solver state every `every` accepted steps
+    """What a reversible adjoint needs from the forward solve: when asked for,
+    the times of the accepted steps (`ts[0] = t0`, `ts[n]` the end of accepted
+    step `n`), and the state and solver state every `every` accepted steps
     (`states[j]` after step `j * every`)."""
 
-    ts: Array
+    ts: Array | None
     states: PyTree[Array] | None
 
 
@@ -294,19 +294,20 @@ def run(
     progress_meter,
     kind: str = "lax",
     checkpoints: int | None = None,
-    record: bool = False,
+    record_times: bool = False,
     record_every: int | None = None,
 ) -> State:
     """Run the step loop from `t0` to `t1` (forward time axis) and return the final
     state with filled output buffers. `kind` is the loop kind of `while_loop`
-    (`"lax"`, `"bounded"`, `"checkpointed"`), chosen by the adjoint. `record`
-    keeps a `Record` of the accepted step times (and, with `record_every=k`, of
-    the state every `k` accepted steps) in `State.record`."""
+    (`"lax"`, `"bounded"`, `"checkpointed"`), chosen by the adjoint.
+    `record_times` keeps the accepted step times, and `record_every=k` the state
+    every `k` accepted steps, in `State.record`."""
     time_dtype = jnp.result_type(t0)
     error_order = solver.error_order(terms)
     can_jump = controller.can_jump()
     interpolation_cls = solver.interpolation_cls
     layouts = [layout(sub, max_steps) for sub in subs]
+    record = record_times or record_every is not None
     writes_every_step = dense or record or any(sub.steps for sub in subs)
     use_progress = not isinstance(progress_meter, NoProgressMeter)
     # Steps ending within ~100 ulp of t1 are stretched to t1, so that no tiny
@@ -537,9 +538,11 @@ def run(
             if state.record is not None:
                 assert max_steps is not None
                 count = step.num_accepted_steps
-                rec_ts = _masked_write(
-                    state.record.ts, jnp.minimum(count, max_steps), last.tnext, fresh
-                )
+                rec_ts = state.record.ts
+                if rec_ts is not None:
+                    rec_ts = _masked_write(
+                        rec_ts, jnp.minimum(count, max_steps), last.tnext, fresh
+                    )
                 rec_states = state.record.states
                 if record_every is not None:
                     rec_states = _tree_masked_write(
@@ -692,7 +695,10 @@ def run(
 
     if record:
         assert max_steps is not None
-        rec_ts = jnp.full((max_steps + 1,), jnp.inf, time_dtype).at[0].set(t0)
+        if record_times:
+            rec_ts = jnp.full((max_steps + 1,), jnp.inf, time_dtype).at[0].set(t0)
+        else:
+            rec_ts = None
         if record_every is not None:
             rows = max_steps // record_every + 1
             rec_states = jtu.tree_map(

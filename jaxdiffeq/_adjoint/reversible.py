@@ -11,7 +11,7 @@ import jax.tree_util as jtu
 from jax import custom_batching
 from jax.custom_derivatives import SymbolicZero
 
-from .._controller.constant import ConstantStepSize
+from .._controller.constant import ConstantStepSize, step_time
 from .._loop import State, layout, value_in_step
 from .._misc import stop_integer_tangents, where, zero_cotangent
 from .._saveat import SubSaveAt
@@ -141,10 +141,13 @@ class ReversibleAdjoint(AbstractAdjoint):
         every = self.checkpoint_every
         arrays, static = eqx.partition(kwargs, eqx.is_array)
 
+        # Constant steps: the times are recomputed in the backward pass.
+        record_times = not isinstance(kwargs["controller"], ConstantStepSize)
+
         def forward(arrays):
             final = run(
                 kind="lax",
-                record=True,
+                record_times=record_times,
                 record_every=every,
                 **eqx.combine(arrays, static),
             )
@@ -175,6 +178,9 @@ class ReversibleAdjoint(AbstractAdjoint):
                         "`t0`, `t1`, `dt0` or the step-size controller; use "
                         "`RecursiveCheckpointAdjoint`."
                     )
+            # Which inputs are differentiated: known while tracing, used by the
+            # backward rule (traced after this one) to skip the others.
+            perturbed_cell[:] = [perturbed]
             final, record = forward(values)
             return final, (final, record, values)
 
@@ -183,7 +189,12 @@ class ReversibleAdjoint(AbstractAdjoint):
             ct_final = jtu.tree_map(
                 _instantiate, ct_final, is_leaf=lambda x: isinstance(x, SymbolicZero)
             )
-            return (_cotangents(values, static, final, record, ct_final, every),)
+            (perturbed,) = perturbed_cell
+            return (
+                _cotangents(values, perturbed, static, final, record, ct_final, every),
+            )
+
+        perturbed_cell = []
 
         solve.defvjp(fwd, bwd, symbolic_zeros=True)
         return stop_integer_tangents(solve(arrays))
@@ -195,19 +206,36 @@ def _instantiate(x):
     return x
 
 
-def _cotangents(values, static_kw, final, record, ct_final, every):
-    """The cotangents of the loop's array inputs `values`, from those of its
-    final state."""
+def _cotangents(values, perturbed, static_kw, final, record, ct_final, every):
+    """The cotangents of the loop's array inputs `values` (those `perturbed`),
+    from those of its final state."""
     kw = eqx.combine(values, static_kw)
     subs: list[SubSaveAt] = kw["subs"]
     max_steps = kw["max_steps"]
     layouts = [layout(sub, max_steps) for sub in subs]
-    theta = (kw["terms"], kw["args"])
-    theta_diff, theta_rest = eqx.partition(theta, eqx.is_inexact_array)
-    theta_other, theta_static = eqx.partition(theta_rest, eqx.is_array)
+    # The parameters: differentiated (`theta_diff`: perturbed inexact arrays),
+    # other arrays, and the rest (static).
+    theta_values = (values["terms"], values["args"])
+    theta_perturbed = (perturbed["terms"], perturbed["args"])
+
+    def differentiated(v, p):
+        return p and eqx.is_inexact_array(v)
+
+    theta_diff = jtu.tree_map(
+        lambda v, p: v if differentiated(v, p) else None, theta_values, theta_perturbed
+    )
+    theta_other = jtu.tree_map(
+        lambda v, p: None if differentiated(v, p) else v, theta_values, theta_perturbed
+    )
+    theta_static = eqx.partition((kw["terms"], kw["args"]), eqx.is_array)[1]
     lanes = dict(
-        times=record.ts,
-        states=record.states,
+        times=None if record is None else record.ts,
+        # Without recorded times, the steps were constant: `step_time` recomputes
+        # them from the initial controller state.
+        controller_state=kw["controller_state"]
+        if record is None or record.ts is None
+        else None,
+        states=None if record is None else record.states,
         n=final.step.num_accepted_steps,
         y=final.step.y,
         s=final.step.solver_state,
@@ -381,6 +409,24 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         y0, _, s0, _ = solver.backward_step(terms, ta, tb, y1, args, s1, False)
         return y0, s0
 
+    def linearised_backward_step(ta, tb, x1):
+        """Undo the step `(ta, tb]` of every lane. Returns the state at `ta`, the
+        step's dense information, and the pullback `(cotangent of the state at
+        tb, of the dense information) -> (cotangent of the state at ta, of
+        theta_diff)` of the forward step."""
+        x0 = vm(back_lane, 0, 0, 0)(ta, tb, x1, theta_diff, theta_other)
+        (_, dense), pull = jax.vjp(
+            lambda x, td: vm(step_lane, 0, 0, 0)(ta, tb, x, td, theta_other),
+            x0,
+            theta_diff,
+        )
+        return x0, dense, lambda x1_ct, dense_ct: pull((x1_ct, dense_ct))
+
+    if isinstance(solver, Reversible):
+        linearised_backward_step = _coupled_backward_step(
+            solver, vm, theta, theta_diff, theta_other
+        )
+
     def save_lane(i):
         fn = static.fns[i]
 
@@ -410,8 +456,17 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         return pull(ct_out)
 
     direction = lanes["direction"]
-    times = lanes["times"]
-    num_lanes = times.shape[0]
+    num_lanes = lanes["n"].shape[0]
+    time_dtype = lanes["t0"].dtype
+
+    def time_of(m):
+        """The end of accepted step `m` (`t0` for `m = 0`) of every lane."""
+        if lanes["times"] is not None:
+            return _take(lanes["times"], m)
+        # Constant steps: `t0 + m dt0` up to the last, which ends at the end.
+        start = step_time(lanes["controller_state"], m)
+        return where(m >= lanes["n"], lanes["tend"], start).astype(time_dtype)
+
     lane_index = jnp.arange(num_lanes)
 
     def rows(buffer, index):
@@ -427,7 +482,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
             dy, dth = pull_saved(i, lanes["tend"], lanes["y"], ct_row, direction)
             y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
     y_ct, theta_ct = _pull_steps_rows(
-        static, lanes, n, lanes["y"], times, y_ct, theta_ct, pull_saved, rows
+        static, lanes, n, lanes["y"], time_of, y_ct, theta_ct, pull_saved, rows
     )
 
     ts_ct = [
@@ -441,19 +496,13 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         n, x, x_ct, theta_ct, ts_ct = carry
         active = n > 0
         m = jnp.maximum(n - 1, 0)
-        first = times[:, 0]
-        ta = where(active, _take(times, m), first)
-        tb = where(active, _take(times, m + 1), first)
-        x_prev = vm(back_lane, 0, 0, 0)(ta, tb, x, theta_diff, theta_other)
+        first = lanes["t0"]
+        ta = where(active, time_of(m), first)
+        tb = where(active, time_of(m + 1), first)
+        x_prev, dense, pull_step = linearised_backward_step(ta, tb, x)
         if static.every is not None:
             stored = rows(lanes["states"], m // static.every)
             x_prev = _lane_where(active & (m % static.every == 0), stored, x_prev)
-        (x_next, dense), pull_step = jax.vjp(
-            lambda x, td: vm(step_lane, 0, 0, 0)(ta, tb, x, td, theta_other),
-            x_prev,
-            theta_diff,
-        )
-        del x_next
         x_ct_in = _lane_where(active, x_ct, _zeros_like(x_ct))
         y1_ct, s1_ct = x_ct_in
         dense_ct = _zeros_like(dense)
@@ -480,7 +529,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
                 rows,
             )
             new_ts_ct.append(ts_ct_i)
-        x_prev_ct, theta_step_ct = pull_step(((y1_ct, s1_ct), dense_ct))
+        x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
         theta_ct = _add(theta_ct, theta_step_ct)
         y_prev_ct, s_prev_ct = x_prev_ct
         y_prev_ct, theta_ct = _pull_steps_rows(
@@ -488,7 +537,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
             lanes,
             jnp.where(active, m, 0),
             x_prev[0],
-            times,
+            time_of,
             y_prev_ct,
             theta_ct,
             pull_saved,
@@ -505,11 +554,11 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     # Outputs at t0: the t0 row and the `ts` at or before t0, all `fn(t0, y0)`.
     for i, lay in enumerate(static.layouts):
         sub_ts = lanes["subs_ts"][i]
-        weight = jnp.zeros((num_lanes, lay.size), times.dtype)
+        weight = jnp.zeros((num_lanes, lay.size), time_dtype)
         if static.t0_rows[i]:
             weight = weight.at[:, 0].set(1)
         if sub_ts is not None:
-            at_t0 = (sub_ts <= lanes["t0"][:, None]).astype(times.dtype)
+            at_t0 = (sub_ts <= lanes["t0"][:, None]).astype(time_dtype)
             weight = weight.at[:, lay.offset_ts : lay.offset_steps].set(at_t0)
         if not static.t0_rows[i] and sub_ts is None:
             continue
@@ -525,7 +574,72 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     return lane_ct, theta_ct
 
 
-def _pull_steps_rows(static, lanes, count, y, times, y_ct, theta_ct, pull_saved, rows):
+def _coupled_backward_step(solver, vm, theta, theta_diff, theta_other):
+    """`linearised_backward_step` for `Reversible`, sharing work between
+    reconstruction and linearisation: undoing `z1 = z0 - B(y1)` evaluates
+    `B = Phi_{-h}(tb, .)` at `y1`, and undoing `y1 = c y0 + (1 - c) z0 + F(z0)`
+    evaluates `F = Phi_h(ta, .)` at `z0`: the very points where the forward step
+    is linearised. Two linearised steps of the wrapped solver per step, instead
+    of two plain ones to reconstruct and two linearised ones to pull back."""
+    c = solver.coupling
+
+    def back_lane(ta, tb, y, td, to):
+        terms, args = theta(td, to)
+        return solver.increment(terms, tb, ta, y, args)[0]
+
+    def forward_lane(ta, tb, z, td, to):
+        terms, args = theta(td, to)
+        increment, _, inner, _ = solver.increment(terms, ta, tb, z, args)
+        return increment, inner
+
+    def linearised_backward_step(ta, tb, x1):
+        y1, z1 = x1
+        back, pull_back = jax.vjp(
+            lambda y, td: vm(back_lane, 0, 0, 0)(ta, tb, y, td, theta_other),
+            y1,
+            theta_diff,
+        )
+        z0 = jtu.tree_map(jnp.add, z1, back)
+        (forward, inner), pull_forward = jax.vjp(
+            lambda z, td: vm(forward_lane, 0, 0, 0)(ta, tb, z, td, theta_other),
+            z0,
+            theta_diff,
+        )
+        y0 = jtu.tree_map(
+            lambda y, z, dz: ((y - (1 - c) * z - dz) / c).astype(y.dtype),
+            y1,
+            z0,
+            forward,
+        )
+        dense = dict(inner=inner, offset=jtu.tree_map(jnp.subtract, y0, z0))
+
+        def pull(x1_ct, dense_ct):
+            y1_ct, z1_ct = x1_ct
+            # z1 = z0 - B(y1)
+            back_y, back_theta = pull_back(z1_ct)
+            y1_ct = jtu.tree_map(jnp.subtract, y1_ct, back_y)
+            # y1 = c y0 + (1 - c) z0 + F(z0); the dense output's inner part is F's.
+            forward_z, forward_theta = pull_forward((y1_ct, dense_ct["inner"]))
+            offset_ct = dense_ct["offset"]  # offset = y0 - z0
+            y0_ct = jtu.tree_map(lambda a, o: c * a + o, y1_ct, offset_ct)
+            z0_ct = jtu.tree_map(
+                lambda z, a, f, o: z + (1 - c) * a + f - o,
+                z1_ct,
+                y1_ct,
+                forward_z,
+                offset_ct,
+            )
+            theta_ct = jtu.tree_map(jnp.subtract, forward_theta, back_theta)
+            return (y0_ct, z0_ct), theta_ct
+
+        return (y0, z0), dense, pull
+
+    return linearised_backward_step
+
+
+def _pull_steps_rows(
+    static, lanes, count, y, time_of, y_ct, theta_ct, pull_saved, rows
+):
     """Add the cotangents of the `SaveAt(steps=k)` rows written after accepted
     step `count` (per lane), from state `y`."""
     for i, lay in enumerate(static.layouts):
@@ -536,7 +650,7 @@ def _pull_steps_rows(static, lanes, count, y, times, y_ct, theta_ct, pull_saved,
         row = lay.offset_steps + jnp.clip(count // k - 1, 0, max(lay.num_steps - 1, 0))
         ct_row = rows(lanes["ys_ct"][i], row)
         ct_row = _lane_where(due, ct_row, _zeros_like(ct_row))
-        dy, dth = pull_saved(i, _take(times, count), y, ct_row, lanes["direction"])
+        dy, dth = pull_saved(i, time_of(count), y, ct_row, lanes["direction"])
         y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
     return y_ct, theta_ct
 

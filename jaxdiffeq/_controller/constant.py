@@ -12,6 +12,11 @@ from .base import AbstractStepSizeController
 class ConstantStepSize(AbstractStepSizeController):
     """Steps of the constant size `dt0` (the last step is shortened to end at `t1`).
 
+    Step `n` ends at `t0 + n dt0`, computed from `n` rather than by adding `dt0`
+    to the previous time, so that rounding does not accumulate over many steps
+    and the times can be recomputed exactly (`ReversibleAdjoint` does so instead
+    of storing them). The controller state is `(t0, dt0, n)`.
+
     ```python
     import jax.numpy as jnp
     import jaxdiffeq as jd
@@ -29,20 +34,24 @@ class ConstantStepSize(AbstractStepSizeController):
                 "use an adaptive controller such as `PIDController`, which can choose "
                 "the first step itself when `dt0=None`."
             )
-        return t0 + dt0, dt0
+        one = jnp.asarray(1, jnp.int32)
+        return step_time((t0, dt0, one)), (t0, dt0, one)
 
     def adapt_step_size(
         self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
     ):
         del t0, y0, y1_candidate, args, y_error, error_order
-        return (
-            True,
-            t1,
-            t1 + controller_state,
-            False,
-            controller_state,
-            RESULTS.successful,
-        )
+        start, dt0, n = controller_state
+        state = (start, dt0, n + 1)
+        return True, t1, step_time(state), False, state, RESULTS.successful
+
+
+def step_time(controller_state, n=None):
+    """The end of step `n` (default: the state's next step) of a
+    `ConstantStepSize` solve with this controller state."""
+    start, dt0, next_n = controller_state
+    n = next_n if n is None else n
+    return start + n * dt0
 
 
 class StepTo(AbstractStepSizeController):

@@ -156,8 +156,9 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         del terms, t0, t1, args
         return y0
 
-    def _increment(self, terms, t0, t1, y0, args):
-        """`Phi(t0 -> t1, y0)`: the wrapped solver's step from a fresh state."""
+    def increment(self, terms, t0, t1, y0, args):
+        """`Phi(t0 -> t1, y0)`, the wrapped solver's step from a fresh state (its
+        `init` at `(t0, y0)`): `(y1 - y0, y_error, dense_info, result)`."""
         state = self.solver.init(terms, t0, t1, y0, args)
         y1, y_error, dense_info, _, result = self.solver.step(
             terms, t0, t1, y0, args, state, False
@@ -169,16 +170,14 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         del made_jump
         lam = self.coupling
         z0 = solver_state
-        forward, error_f, inner_info, result_f = self._increment(
-            terms, t0, t1, z0, args
-        )
+        forward, error_f, inner_info, result_f = self.increment(terms, t0, t1, z0, args)
         y1 = jtu.tree_map(
             lambda y, z, dz: (lam * y + (1 - lam) * z + dz).astype(y.dtype),
             y0,
             z0,
             forward,
         )
-        backward, error_b, _, result_b = self._increment(terms, t1, t0, y1, args)
+        backward, error_b, _, result_b = self.increment(terms, t1, t0, y1, args)
         z1 = jtu.tree_map(lambda z, dz: z - dz, z0, backward)
         if error_f is None or error_b is None:
             y_error = None
@@ -195,9 +194,9 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         del made_jump
         lam = self.coupling
         z1 = solver_state
-        backward, _, _, result_b = self._increment(terms, t1, t0, y1, args)
+        backward, _, _, result_b = self.increment(terms, t1, t0, y1, args)
         z0 = jtu.tree_map(lambda z, dz: z + dz, z1, backward)
-        forward, _, inner_info, result_f = self._increment(terms, t0, t1, z0, args)
+        forward, _, inner_info, result_f = self.increment(terms, t0, t1, z0, args)
         y0 = jtu.tree_map(
             lambda y, z, dz: ((y - (1 - lam) * z - dz) / lam).astype(y.dtype),
             y1,
