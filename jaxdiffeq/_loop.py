@@ -68,10 +68,18 @@ def _tree_masked_write(buffers, index, values, pred):
 
 def value_in_step(interpolation, tnext, y1, t):
     """The state at `t` inside the step that ends at `(tnext, y1)`: the step's
-    interpolant, except at the end of the step, where it is the step's own value
-    (exact, and no rounding from the polynomial). Shared by the forward loop and
-    the reversible adjoint's backward pass (one convention in both)."""
-    return _tree_where(t == tnext, y1, interpolation.evaluate(t))
+    interpolant, except at the end of the step, where its value is the step's
+    own (exact, and no rounding from the polynomial). Its derivatives are the
+    interpolant's everywhere: at the end of the step too, an output time or a
+    step time that moves moves the output along the interpolant (were they the
+    derivatives of `y1`, the output's derivative with respect to its time would
+    be zero there). Shared by the forward loop and the reversible adjoint's
+    backward pass (one convention in both)."""
+    value = interpolation.evaluate(t)
+    at_end = jtu.tree_map(
+        lambda y, p: lax.stop_gradient(y) + (p - lax.stop_gradient(p)), y1, value
+    )
+    return _tree_where(t == tnext, at_end, value)
 
 
 class SaveState(eqx.Module):

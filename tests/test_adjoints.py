@@ -344,3 +344,32 @@ def test_output_buffers(saveat):
     reverse = jax.grad(loss)(K, jd.RecursiveCheckpointAdjoint(checkpoints=3))
     forward = jax.jacfwd(loss)(K, jd.ForwardMode())
     np.testing.assert_allclose(reverse, forward, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["recursive", "reversible"])
+def test_output_time_on_a_step_end(name):
+    """An output time that is exactly a step's end (0.3 with dt 0.01 from 0.1)
+    still moves along the solution: d y(s) / ds = f(s, y(s))."""
+    adjoint = {
+        "recursive": jd.RecursiveCheckpointAdjoint(),
+        "reversible": jd.ReversibleAdjoint(),
+    }[name]
+
+    def output(s):
+        sol = jd.diffeqsolve(
+            jd.ODETerm(lambda t, y, args: -y + jnp.sin(t)),
+            jd.Heun(),
+            0.1,
+            1.0,
+            0.01,
+            jnp.array(1.0),
+            saveat=jd.SaveAt(ts=jnp.stack([s])),
+            adjoint=adjoint,
+            max_steps=128,
+        )
+        return sol.ys[0]
+
+    s = jnp.asarray(0.3)
+    slope = jax.grad(output)(s)
+    expected = -output(s) + jnp.sin(s)
+    np.testing.assert_allclose(slope, expected, rtol=1e-3)

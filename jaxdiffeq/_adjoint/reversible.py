@@ -24,8 +24,9 @@ class ReversibleAdjoint(AbstractAdjoint):
     """Differentiate through the solver's operations (discretise-then-optimise)
     in constant memory, by running an algebraically reversible solver backwards.
 
-    The forward solve records only the times of the accepted steps. The
-    backward pass walks them from last to first: it rebuilds each step's start
+    The forward solve stores nothing per step but, with adaptive step sizes,
+    the times of the accepted steps (constant steps are recomputed). The
+    backward pass walks the steps from last to first: it rebuilds each step's start
     from its end (`AbstractReversibleSolver.backward_step`), linearises the step
     there and pulls the cotangents back through it. The gradients are those of
     the computed solution (like `RecursiveCheckpointAdjoint`'s, up to the
@@ -38,10 +39,12 @@ class ReversibleAdjoint(AbstractAdjoint):
     wrapped solver per step). Pass `Reversible(solver, coupling=...)` to choose
     the coupling.
 
-    **Cost.** Memory: the step times (`max_steps + 1` numbers) and one state,
-    whatever the number of steps; with `checkpoint_every=k`, also one state per
-    `k` steps. Time: one forward solve, then per step one `backward_step`, one
-    linearised step and its transpose. Under `vmap`, the cotangents of
+    **Cost.** Memory: one state, whatever the number of steps; with adaptive
+    step sizes also the accepted step times (`max_steps + 1` numbers); with
+    `checkpoint_every=k`, also one state per `k` steps. Time: one forward
+    solve, then per step one `backward_step`, one linearised step and its
+    transpose (for `Reversible`, undoing and linearising share their
+    evaluations: two linearised steps of the wrapped solver per step). Under `vmap`, the cotangents of
     parameters shared by the batch are summed inside each backward step (one
     accumulator, not one per example), and lanes that have finished are masked.
 
@@ -282,6 +285,8 @@ def _cotangents(values, perturbed, static_kw, final, record, ct_final, every):
 
 
 class _Static(eqx.Module):
+    """What the backward pass needs besides arrays (hashable, for tracing)."""
+
     solver: Any = eqx.field(static=True)
     fns: tuple = eqx.field(static=True)
     steps: tuple = eqx.field(static=True)
