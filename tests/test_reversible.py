@@ -123,6 +123,8 @@ def test_gradient_equals_checkpointed_gradient(name, controller):
         assert float(jnp.max(jnp.abs(g))) > 0
 
 
+# Slow (about 30 s): every case of the matrix above already saves all three kinds.
+@pytest.mark.slow
 @pytest.mark.parametrize("saveat", ["t1", "ts", "steps"])
 def test_each_output_kind_alone(saveat):
     args = (Y0, K, W, TS)
