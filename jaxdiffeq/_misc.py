@@ -8,6 +8,8 @@ batch (`any_lane`), so it is unbatched, and the body masks its own updates with
 simplifies the selects away).
 """
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.lax as lax
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax import custom_batching
+from jax.custom_derivatives import SymbolicZero
 
 
 def _across_lanes(reduce, doc: str):
@@ -90,6 +93,15 @@ def zero_cotangent(x):
     if jnp.issubdtype(x.dtype, jnp.inexact):
         return jnp.zeros_like(x)
     return np.zeros(x.shape, jax.dtypes.float0)
+
+
+def instantiate_zero(x):
+    """A `custom_vjp` rule's cotangent as an array: zeros for a symbolic zero
+    (`symbolic_zeros=True`), `x` itself otherwise."""
+    if isinstance(x, SymbolicZero):
+        aval: Any = x.aval
+        return jnp.zeros(aval.shape, aval.dtype)
+    return x
 
 
 def stop_integer_tangents(tree):

@@ -49,7 +49,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from ._misc import stop_integer_tangents, zero_cotangent
+from ._misc import instantiate_zero, stop_integer_tangents, zero_cotangent
 
 
 def _check_max_steps(max_steps):
@@ -527,13 +527,6 @@ def _unwrap_primals(tree):
     return values, perturbed
 
 
-def _instantiate(x):
-    if isinstance(x, SymbolicZero):
-        aval: Any = x.aval
-        return jnp.zeros(aval.shape, aval.dtype)
-    return x
-
-
 def _select(items, mask):
     return [x for x, m in zip(items, mask) if m]
 
@@ -753,7 +746,7 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     n, book, store, final_buffers, env_arrays, active = residuals
     # Residuals may come back as literals; make them arrays again.
     env_arrays = jtu.tree_map(jnp.asarray, env_arrays)
-    ct_leaves = [_instantiate(x) for x in _leaves(ct_final)]
+    ct_leaves = [instantiate_zero(x) for x in _leaves(ct_final)]
     inexact = split.is_inexact
     # Only the active leaves (see `_activity`) carry cotangents.
     ct = _select(_select(ct_leaves, inexact), active.carry)

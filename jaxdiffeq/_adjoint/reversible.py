@@ -13,7 +13,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from .._controller.constant import ConstantStepSize, step_time
 from .._loop import State, layout, value_in_step
-from .._misc import stop_integer_tangents, where, zero_cotangent
+from .._misc import instantiate_zero, stop_integer_tangents, where, zero_cotangent
 from .._saveat import SubSaveAt
 from .._solver.base import AbstractReversibleSolver, AbstractSolver
 from .._solver.reversible import Reversible
@@ -190,7 +190,9 @@ class ReversibleAdjoint(AbstractAdjoint):
         def bwd(residuals, ct_final):
             final, record, values = residuals
             ct_final = jtu.tree_map(
-                _instantiate, ct_final, is_leaf=lambda x: isinstance(x, SymbolicZero)
+                instantiate_zero,
+                ct_final,
+                is_leaf=lambda x: isinstance(x, SymbolicZero),
             )
             (perturbed,) = perturbed_cell
             return (
@@ -201,12 +203,6 @@ class ReversibleAdjoint(AbstractAdjoint):
 
         solve.defvjp(fwd, bwd, symbolic_zeros=True)
         return stop_integer_tangents(solve(arrays))
-
-
-def _instantiate(x):
-    if isinstance(x, SymbolicZero):
-        return jnp.zeros(x.aval.shape, x.aval.dtype)  # pyright: ignore
-    return x
 
 
 def _cotangents(values, perturbed, static_kw, final, record, ct_final, every):
@@ -361,9 +357,10 @@ def _reverse_core(static: _Static, lanes, theta_diff, theta_other, sum_shared):
     return core(lanes, theta_diff, theta_other)
 
 
-def _take(x, index):
-    """Row `index[b]` of `x[b]` for every lane `b` (leading axis)."""
-    return jax.vmap(lambda row, i: row[i])(x, index)
+def _rows(tree, index):
+    """Row `index[b]` of `x[b]` for every lane `b` (leading axis) of every leaf
+    `x` of `tree`."""
+    return jtu.tree_map(lambda x: x[jnp.arange(x.shape[0]), index], tree)
 
 
 def _lane_where(pred, new, old):
@@ -467,15 +464,10 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     def time_of(m):
         """The end of accepted step `m` (`t0` for `m = 0`) of every lane."""
         if lanes["times"] is not None:
-            return _take(lanes["times"], m)
+            return _rows(lanes["times"], m)
         # Constant steps: `t0 + m dt0` up to the last, which ends at the end.
         start = step_time(lanes["controller_state"], m)
         return where(m >= lanes["n"], lanes["tend"], start).astype(time_dtype)
-
-    lane_index = jnp.arange(num_lanes)
-
-    def rows(buffer, index):
-        return jtu.tree_map(lambda b: b[lane_index, index], buffer)
 
     # Outputs of the last state: the t1 rows and the last `steps` row.
     n = lanes["n"]
@@ -483,11 +475,11 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     theta_ct = _zeros_like(theta_diff)
     for i, lay in enumerate(static.layouts):
         if static.t1_rows[i]:
-            ct_row = rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
+            ct_row = _rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
             dy, dth = pull_saved(i, lanes["tend"], lanes["y"], ct_row, direction)
             y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
     y_ct, theta_ct = _pull_steps_rows(
-        static, lanes, n, lanes["y"], time_of, y_ct, theta_ct, pull_saved, rows
+        static, lanes, n, lanes["y"], time_of, y_ct, theta_ct, pull_saved
     )
 
     ts_ct = [
@@ -506,7 +498,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         tb = where(active, time_of(m + 1), first)
         x_prev, dense, pull_step = linearised_backward_step(ta, tb, x)
         if static.every is not None:
-            stored = rows(lanes["states"], m // static.every)
+            stored = _rows(lanes["states"], m // static.every)
             x_prev = _lane_where(active & (m % static.every == 0), stored, x_prev)
         x_ct_in = _lane_where(active, x_ct, _zeros_like(x_ct))
         y1_ct, s1_ct = x_ct_in
@@ -531,7 +523,6 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
                 vm(in_step_lane(i), 0, 0, 0, 0, 0, 0),
                 theta_diff,
                 theta_other,
-                rows,
             )
             new_ts_ct.append(ts_ct_i)
         x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
@@ -546,7 +537,6 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
             y_prev_ct,
             theta_ct,
             pull_saved,
-            rows,
         )
         x = _lane_where(active, x_prev, x)
         x_ct = _lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
@@ -642,9 +632,7 @@ def _coupled_backward_step(solver, vm, theta, theta_diff, theta_other):
     return linearised_backward_step
 
 
-def _pull_steps_rows(
-    static, lanes, count, y, time_of, y_ct, theta_ct, pull_saved, rows
-):
+def _pull_steps_rows(static, lanes, count, y, time_of, y_ct, theta_ct, pull_saved):
     """Add the cotangents of the `SaveAt(steps=k)` rows written after accepted
     step `count` (per lane), from state `y`."""
     for i, lay in enumerate(static.layouts):
@@ -653,7 +641,7 @@ def _pull_steps_rows(
             continue
         due = (count >= 1) & (count % k == 0)
         row = lay.offset_steps + jnp.clip(count // k - 1, 0, max(lay.num_steps - 1, 0))
-        ct_row = rows(lanes["ys_ct"][i], row)
+        ct_row = _rows(lanes["ys_ct"][i], row)
         ct_row = _lane_where(due, ct_row, _zeros_like(ct_row))
         dy, dth = pull_saved(i, time_of(count), y, ct_row, lanes["direction"])
         y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
@@ -661,7 +649,7 @@ def _pull_steps_rows(
 
 
 def _pull_ts_rows(
-    i, lay, lanes, active, ta, tb, dense, y1, sub_ts, acc, out_fn, td, to, rows
+    i, lay, lanes, active, ta, tb, dense, y1, sub_ts, acc, out_fn, td, to
 ):
     """Pull back the `SaveAt(ts)` outputs that lie in the step `(ta, tb]` of
     each lane: into the step's dense information, its end state `y1`, the
@@ -680,8 +668,8 @@ def _pull_ts_rows(
         j, (dense_ct, y1_ct, theta_ct, ts_ct) = carry
         live = j < hi
         jj = jnp.minimum(j, num_ts - 1)
-        t = _take(sub_ts, jj)
-        ct_out = rows(lanes["ys_ct"][i], lay.offset_ts + jj)
+        t = _rows(sub_ts, jj)
+        ct_out = _rows(lanes["ys_ct"][i], lay.offset_ts + jj)
         ct_out = _lane_where(live, ct_out, _zeros_like(ct_out))
         _, pull = jax.vjp(
             lambda dense, y1, t, td: out_fn(ta, tb, dense, y1, t, direction, td, to),
@@ -691,7 +679,7 @@ def _pull_ts_rows(
             td,
         )
         d_dense, d_y1, d_t, d_theta = pull(ct_out)
-        ct_time = rows(lanes["ts_ct"][i], lay.offset_ts + jj) * direction
+        ct_time = _rows(lanes["ts_ct"][i], lay.offset_ts + jj) * direction
         d_t = where(live, d_t + ct_time, 0)
         ts_ct = ts_ct.at[jnp.arange(ts_ct.shape[0]), jj].add(d_t)
         acc = (
