@@ -82,7 +82,10 @@ def main(num_steps):
     @eqx.filter_jit
     def train_step(model, opt_state):
         value, grads = loss(model)
-        updates, opt_state = optimiser.update(grads, opt_state, model)
+        # optax's Adam mixes Python floats with int32 step counts, which strict
+        # dtype promotion refuses; jaxdiffeq itself runs under either mode.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimiser.update(grads, opt_state, model)
         return eqx.apply_updates(model, updates), opt_state, value
 
     first = None

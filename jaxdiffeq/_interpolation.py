@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 from ._custom_types import RealScalarLike, Y
-from ._misc import where
+from ._misc import scale, where
 
 
 class AbstractPath(eqx.Module):
@@ -73,15 +73,13 @@ class LocalLinearInterpolation(AbstractLocalInterpolation):
         if t1 is not None:
             return _increment(self, t0, t1, left)
         s = _fraction(t0, self.t0, self.t1)
-        return jtu.tree_map(
-            lambda a, b: (a + s * (b - a)).astype(a.dtype), self.y0, self.y1
-        )
+        return jtu.tree_map(lambda a, b: a + scale(s, b - a), self.y0, self.y1)
 
     def derivative(self, t, left=True):
         del t, left
         dt = jnp.subtract(self.t1, self.t0)
         return jtu.tree_map(
-            lambda a, b: ((b - a) / dt).astype(a.dtype), self.y0, self.y1
+            lambda a, b: (b - a) / jnp.asarray(dt).astype(a.dtype), self.y0, self.y1
         )
 
 
@@ -134,7 +132,8 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
             dy = y1 - y0
             c2 = 3 * dy - 2 * k0 - k1
             c3 = k0 + k1 - 2 * dy
-            return (y0 + s * (k0 + s * (c2 + s * c3))).astype(y0.dtype)
+            s_ = jnp.asarray(s).astype(y0.dtype)
+            return y0 + s_ * (k0 + s_ * (c2 + s_ * c3))
 
         return jtu.tree_map(leaf, self.y0, self.y1, self.k0, self.k1)
 
@@ -156,7 +155,7 @@ class DenseInterpolation(AbstractPath):
 
     def _local(self, t, left):
         # Internal time runs forwards (tau = direction * t).
-        tau = t * self.direction
+        tau = jnp.asarray(t).astype(self.ts.dtype) * self.direction
         num_intervals = jnp.maximum(self.ts_size - 1, 1)
         side = "left" if left else "right"
         index = jnp.searchsorted(self.ts[1:], tau, side=side)
@@ -174,7 +173,7 @@ class DenseInterpolation(AbstractPath):
     def derivative(self, t, left=True):
         local, tau = self._local(t, left)
         return jtu.tree_map(
-            lambda d: (d * self.direction).astype(d.dtype), local.derivative(tau, left)
+            lambda d: scale(self.direction, d), local.derivative(tau, left)
         )
 
 

@@ -381,7 +381,7 @@ def run(
             save_state = write_row(
                 sub, save_state, lay.offset_ts + ts_index, t, y_t, pred
             )
-            return save_state, ts_index + pred
+            return save_state, ts_index + pred.astype(ts_index.dtype)
 
         def unfinished(step: StepState):
             pred = (step.tprev < t1) & (step.result == RESULTS.successful.value)
@@ -469,8 +469,9 @@ def run(
                     advance, new_controller_state, step.controller_state
                 ),
                 result=where(active, result, step.result),
-                num_accepted_steps=step.num_accepted_steps + accept,
-                num_rejected_steps=step.num_rejected_steps + (active & ~accept),
+                num_accepted_steps=step.num_accepted_steps + accept.astype(jnp.int32),
+                num_rejected_steps=step.num_rejected_steps
+                + (active & ~accept).astype(jnp.int32),
                 ts_indices=step.ts_indices,
                 progress_state=progress_state,
             )

@@ -17,6 +17,7 @@ from ._adjoint.recursive import RecursiveCheckpointAdjoint
 from ._controller.base import AbstractStepSizeController
 from ._controller.constant import ConstantStepSize
 from ._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from ._errors import InvalidValueError
 from ._interpolation import DenseInterpolation
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
@@ -65,10 +66,12 @@ def _ts_checks(ts, t0, t1):
 
 
 def _raise_now(checks):
-    """The checks of concrete values: raise `ValueError` for the first failure."""
+    """The checks of concrete values: raise for the first failure (an error that
+    is both a `ValueError` and, as Diffrax's runtime checks raise, an
+    `equinox.EquinoxRuntimeError`)."""
     for pred, message in checks:
         if bool(pred):
-            raise ValueError(message)
+            raise InvalidValueError(message)
 
 
 def _raise_at_runtime(checks, attach):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from ._custom_types import VF, Args, Control, RealScalarLike, Y
+from ._misc import scale
 
 
 class AbstractTerm(eqx.Module):
@@ -70,7 +71,7 @@ class ODETerm(AbstractTerm):
         return jnp.subtract(t1, t0)
 
     def prod(self, vf, control):
-        return jtu.tree_map(lambda v: (control * v).astype(jnp.result_type(v)), vf)
+        return jtu.tree_map(lambda v: scale(control, v), vf)
 
 
 class MultiTerm(AbstractTerm):
@@ -130,7 +131,7 @@ class _DirectedTerm(AbstractTerm):
     def vf(self, t, y, args):
         out = self.term.vf(t * self.direction, y, args)
         if isinstance(self.term, ODETerm):
-            out = jtu.tree_map(lambda v: (self.direction * v).astype(v.dtype), out)
+            out = jtu.tree_map(lambda v: scale(self.direction, v), out)
         return out
 
     def contr(self, t0, t1, **kwargs):

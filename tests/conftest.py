@@ -1,11 +1,14 @@
 import jax
 import pytest
 
-# Every test runs in float64 (so that accuracy tests measure the method, not the
-# rounding) and with implicit rank promotion forbidden (so that broadcasting bugs
-# in the library surface as errors instead of wrong shapes).
+# Every test runs as careful JAX users (and Diffrax's own tests) run: float64
+# (so that accuracy tests measure the method, not the rounding), implicit rank
+# promotion forbidden (broadcasting bugs surface as errors instead of wrong
+# shapes) and strict dtype promotion (no implicit promotion between dtypes, e.g.
+# bool with int32, or float32 with float64: the library must cast explicitly).
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 @pytest.fixture

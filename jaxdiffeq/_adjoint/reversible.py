@@ -540,7 +540,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         )
         x = _lane_where(active, x_prev, x)
         x_ct = _lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
-        return n - active, x, x_ct, theta_ct, new_ts_ct
+        return n - active.astype(n.dtype), x, x_ct, theta_ct, new_ts_ct
 
     carry = (n, (lanes["y"], lanes["s"]), (y_ct, lanes["s_ct"]), theta_ct, ts_ct)
     _, _, x_ct, theta_ct, ts_ct = lax.while_loop(cond, body, carry)
@@ -688,7 +688,7 @@ def _pull_ts_rows(
             _add(theta_ct, d_theta),
             ts_ct,
         )
-        return j + live, acc
+        return j + live.astype(j.dtype), acc
 
     _, acc = lax.while_loop(cond, body, (lo, acc))
     return acc

@@ -10,6 +10,7 @@ import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from .._misc import real_dtype, widest_dtype
 from .._results import RESULTS
 
 ControllerState = PyTree[Any]
@@ -88,9 +89,12 @@ class AbstractAdaptiveStepSizeController(AbstractStepSizeController):
 def rms_norm(x: PyTree) -> jnp.ndarray:
     """Root-mean-square over every element of every leaf of `x` (0 for no
     elements)."""
-    leaves = jtu.tree_leaves(x)
-    size = sum(jnp.size(leaf) for leaf in leaves)
+    leaves = [jnp.asarray(leaf) for leaf in jtu.tree_leaves(x)]
+    size = sum(leaf.size for leaf in leaves)
     if size == 0:
         return jnp.asarray(0.0)
-    total = sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in leaves)
+    # Leaves of different dtypes (float32 beside float64) are summed in the
+    # widest of them.
+    dtype = real_dtype(widest_dtype(*leaves))
+    total = sum(jnp.sum(jnp.abs(leaf) ** 2).astype(dtype) for leaf in leaves)
     return jnp.sqrt(total / size)

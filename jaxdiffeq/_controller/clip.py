@@ -109,7 +109,9 @@ class ClipStepSizeController(AbstractStepSizeController):
     def wrap(self, direction):
         # On the reversed axis the times change sign, so their order reverses too.
         def flip(ts):
-            return None if ts is None else jnp.sort(ts * direction)
+            if ts is None:
+                return None
+            return jnp.sort(ts.astype(jnp.result_type(direction)) * direction)
 
         return ClipStepSizeController(
             self.controller.wrap(direction),

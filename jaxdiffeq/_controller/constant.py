@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Real
 
+from .._errors import InvalidValueError
 from .._results import RESULTS
 from .base import AbstractStepSizeController
 
@@ -51,7 +52,7 @@ def step_time(controller_state, n=None):
     `ConstantStepSize` solve with this controller state."""
     start, dt0, next_n = controller_state
     n = next_n if n is None else n
-    return start + n * dt0
+    return start + jnp.asarray(n).astype(jnp.result_type(dt0)) * dt0
 
 
 class StepTo(AbstractStepSizeController):
@@ -86,11 +87,16 @@ class StepTo(AbstractStepSizeController):
         if concrete is not None:
             diffs = np.diff(concrete)
             if not (np.all(diffs > 0) or np.all(diffs < 0)):
-                raise ValueError("`StepTo(ts)` needs strictly monotonic `ts`.")
+                raise InvalidValueError(
+                    "`StepTo(ts)` needs strictly monotonic `ts` (strictly increasing, "
+                    "or strictly decreasing to integrate backwards)."
+                )
         self.ts = ts
 
     def wrap(self, direction):
-        return eqx.tree_at(lambda c: c.ts, self, self.ts * direction)
+        # In the time dtype (`direction`'s), e.g. for integer `ts`.
+        ts = self.ts.astype(jnp.result_type(direction)) * direction
+        return eqx.tree_at(lambda c: c.ts, self, ts)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         del terms, y0, args, func, error_order

@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 from jaxtyping import ArrayLike
 
 from .._custom_types import RealScalarLike
-from .._misc import all_lanes, min_lane, where
+from .._misc import all_lanes, min_lane, real_dtype, scale, where, widest_dtype
 from .._results import RESULTS
 from .base import AbstractAdaptiveStepSizeController, rms_norm
 from .clip import _as_sorted_times, clip_to_times, restart_after_jump
@@ -19,29 +19,40 @@ def _is_zero(x) -> bool:
     return isinstance(x, (int, float)) and x == 0
 
 
+def _tolerance_scale(y, atol, rtol):
+    """`atol + rtol |y|` in the real dtype of the leaf `y` (tolerances given as
+    float64 arrays must not promote a float32 state)."""
+    dtype = real_dtype(jnp.result_type(y))
+    return jnp.asarray(atol).astype(dtype) + jnp.asarray(rtol).astype(dtype) * jnp.abs(
+        y
+    )
+
+
 def select_initial_step(terms, t0, y0, args, func, error_order, rtol, atol, norm):
     """Hairer, Nørsett & Wanner's starting step size (Solving ODEs I, II.4).
 
     From the sizes of `y0`, `f(t0, y0)` and a finite-difference estimate of the second
     derivative, pick `h` so that an explicit Euler step would make an error of about
-    `0.01` of the tolerance; the result is capped at `100 h0`.
+    `0.01` of the tolerance; the result is capped at `100 h0`. The norms are
+    computed in the state's dtype, the step in the time dtype (`t0`'s).
     """
+    time_dtype = jnp.result_type(t0)
     f0 = func(terms, t0, y0, args)
-    scale = jtu.tree_map(lambda y: atol + jnp.abs(y) * rtol, y0)
-    d0 = norm(jtu.tree_map(lambda y, s: y / s, y0, scale))
-    d1 = norm(jtu.tree_map(lambda f, s: f / s, f0, scale))
+    scale_ = jtu.tree_map(lambda y: _tolerance_scale(y, atol, rtol), y0)
+    d0 = norm(jtu.tree_map(lambda y, s: y / s, y0, scale_))
+    d1 = norm(jtu.tree_map(lambda f, s: f / s, f0, scale_))
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = where(small, 1e-6, 0.01 * d0 / where(small, 1, d1))
-    y1 = jtu.tree_map(lambda y, f: y + h0 * f, y0, f0)
-    f1 = func(terms, t0 + h0, y1, args)
-    d2 = norm(jtu.tree_map(lambda a, b, s: (a - b) / s, f1, f0, scale)) / h0
+    y1 = jtu.tree_map(lambda y, f: y + scale(h0, f), y0, f0)
+    f1 = func(terms, t0 + h0.astype(time_dtype), y1, args)
+    d2 = norm(jtu.tree_map(lambda a, b, s: (a - b) / s, f1, f0, scale_)) / h0
     max_d = jnp.maximum(d1, d2)
     h1 = where(
         max_d <= 1e-15,
         jnp.maximum(1e-6, h0 * 1e-3),
         (0.01 / where(max_d <= 1e-15, 1, max_d)) ** (1 / error_order),
     )
-    return jnp.minimum(100 * h0, h1)
+    return jnp.minimum(100 * h0, h1).astype(time_dtype)
 
 
 class PIDController(AbstractAdaptiveStepSizeController):
@@ -112,7 +123,10 @@ class PIDController(AbstractAdaptiveStepSizeController):
 
     def wrap(self, direction):
         def flip(ts):
-            return None if ts is None else jnp.sort(jnp.asarray(ts) * direction)
+            if ts is None:
+                return None
+            ts = jnp.asarray(ts).astype(jnp.result_type(direction))
+            return jnp.sort(ts * direction)
 
         return eqx.tree_at(
             lambda c: (c.step_ts, c.jump_ts),
@@ -162,9 +176,8 @@ class PIDController(AbstractAdaptiveStepSizeController):
         if self.dtmin is not None:
             dt0 = jnp.maximum(dt0, self.dtmin)
         leaves = jtu.tree_leaves(y0)
-        dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
-        real_dtype = jnp.finfo(dtype).dtype
-        one = jnp.ones((), real_dtype)
+        dtype = widest_dtype(*leaves) if leaves else jnp.result_type(float)
+        one = jnp.ones((), real_dtype(dtype))
         tnext, ends_at_jump = self._clip(t0, t0 + dt0)
         state = (one, one, jnp.asarray(False), jnp.asarray(ends_at_jump))
         return tnext, state
@@ -186,9 +199,8 @@ class PIDController(AbstractAdaptiveStepSizeController):
         def scaled(y0_, y1_, err_):
             # A NaN candidate should not also poison the scale.
             y1_ = where(jnp.isnan(y1_), y0_, y1_)
-            return err_ / (
-                self.atol + self.rtol * jnp.maximum(jnp.abs(y0_), jnp.abs(y1_))
-            )
+            size = jnp.maximum(jnp.abs(y0_), jnp.abs(y1_))
+            return err_ / _tolerance_scale(size, self.atol, self.rtol)
 
         error = self.norm(jtu.tree_map(scaled, y0, y1_candidate, y_error))
         error = lax.stop_gradient(error)

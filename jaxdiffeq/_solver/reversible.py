@@ -8,6 +8,7 @@ import jax.tree_util as jtu
 
 from .._custom_types import RealScalarLike, Y
 from .._interpolation import AbstractLocalInterpolation, _fraction
+from .._misc import scale
 from .._results import update_result
 from .base import (
     AbstractImplicitSolver,
@@ -42,7 +43,7 @@ class _CoupledInterpolation(AbstractLocalInterpolation):
         s = _fraction(t0, self.t0, self.t1)
         weight = 1 - s * (1 - self.coupling)
         return jtu.tree_map(
-            lambda p, d: (p + weight * d).astype(p.dtype),
+            lambda p, d: (p + scale(weight, d)).astype(p.dtype),
             self.inner.evaluate(t0, left=left),
             self.offset,
         )
