@@ -90,8 +90,10 @@ class SaveState(eqx.Module):
 
 
 class _Layout(eqx.Module):
-    """Static row offsets of one `SubSaveAt` in its buffers."""
+    """Static row offsets of one `SubSaveAt` in its buffers (`diffeqsolve` puts
+    the rows in Diffrax's order at the end, see `_output_order`)."""
 
+    steps: int = eqx.field(static=True)  # save every `steps`-th step (0: never)
     num_ts: int = eqx.field(static=True)
     num_steps: int = eqx.field(static=True)
     offset_ts: int = eqx.field(static=True)
@@ -111,7 +113,17 @@ def layout(sub: SubSaveAt, max_steps: int | None) -> _Layout:
     offset_steps = offset_ts + num_ts
     offset_t1 = offset_steps + num_steps
     size = offset_t1 + int(sub.t1)
-    return _Layout(num_ts, num_steps, offset_ts, offset_steps, offset_t1, size)
+    return _Layout(
+        sub.steps, num_ts, num_steps, offset_ts, offset_steps, offset_t1, size
+    )
+
+
+def t1_row_written(lay: _Layout, num_accepted_steps):
+    """Whether the `t1` row holds the final state: not when the last accepted step
+    was saved as a `steps` row already (Diffrax saves that time once)."""
+    if not lay.steps:
+        return jnp.asarray(True)
+    return num_accepted_steps % lay.steps != 0
 
 
 class StepState(eqx.Module):
@@ -747,7 +759,8 @@ def run(
     save_states = []
     for sub, lay, s in zip(subs, layouts, final.save_states):
         if sub.t1:
-            s = top.write_row(sub, s, lay.offset_t1, step.tprev, step.y, True)
+            written = t1_row_written(lay, step.num_accepted_steps)
+            s = top.write_row(sub, s, lay.offset_t1, step.tprev, step.y, written)
         save_states.append(s)
     step = eqx.tree_at(lambda s: s.result, step, result)
     outputs = (save_states, final.dense_ts, final.dense_infos, final.record)

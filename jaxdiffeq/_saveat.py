@@ -81,7 +81,11 @@ class SaveAt(eqx.Module):
     - `solver_state`, `controller_state`, `made_jump`: return the final solver
       state, controller state and jump flag (to continue a solve later).
 
-    The outputs are concatenated in the order `t0`, `ts`, `steps`, `t1`.
+    The outputs are in the order they are made, as in Diffrax: `t0`; then, for
+    each accepted step, the `ts` inside it followed by the step itself; then
+    `t1`, unless the last step was saved already. Rows that are not reached are
+    `inf`. `SaveAt()` saves nothing (`Solution.ts` and `Solution.ys` are `None`),
+    e.g. to return only the final solver state.
 
     ```python
     import jax.numpy as jnp
@@ -116,11 +120,6 @@ class SaveAt(eqx.Module):
         elif t0 or t1 or ts is not None or steps:
             raise ValueError(
                 "Pass either `subs` or `t0`/`t1`/`ts`/`steps` to `SaveAt`, not both."
-            )
-        if subs is None and not dense:
-            raise ValueError(
-                "Empty `SaveAt`: nothing would be saved. Pass at least one of "
-                "`t0=True`, `t1=True`, `ts=...`, `steps=True` or `dense=True`."
             )
         self.subs = subs
         self.dense = dense

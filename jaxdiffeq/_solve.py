@@ -19,12 +19,19 @@ from ._controller.constant import ConstantStepSize
 from ._custom_types import Args, BoolScalarLike, RealScalarLike, Y
 from ._errors import InvalidValueError
 from ._interpolation import DenseInterpolation
+from ._misc import widest_dtype
+from ._output_order import in_diffrax_order
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
 from ._saveat import SaveAt, SubSaveAt
 from ._solution import Solution
 from ._solver.base import AbstractSolver
 from ._term import AbstractTerm, MultiTerm, ODETerm, _direct_terms
+
+
+def _as_array(x):
+    """Python numbers as arrays (`None` and arrays as they are)."""
+    return jnp.asarray(x) if isinstance(x, (int, float)) else x
 
 
 def _is_concrete(x) -> bool:
@@ -118,29 +125,30 @@ def _check_terms(terms, solver):
         )
 
 
-def _normalise_y0(y0):
+def _normalise_y0(y0, time_dtype):
+    """`y0` as arrays. Floating-point and complex arrays keep their dtype (a
+    float32 state stays float32 beside float64 times). Integers, booleans,
+    Python numbers and weakly typed arrays are promoted with the time dtype by
+    JAX's standard rules, as Diffrax does (`diffeqsolve(..., 0, 1, 0.1, 1)`
+    solves in floating point)."""
+
     def fix(path, leaf):
         where = f"y0{jtu.keystr(path)}"
-        if isinstance(leaf, (bool, np.bool_)):
-            raise TypeError(f"{where} is a bool; the state must be floating point.")
-        if isinstance(leaf, int):
-            raise TypeError(
-                f"{where} is the integer {leaf!r}; the state must be floating point "
-                f"(write {float(leaf)!r} or use `jnp.asarray(..., dtype=float)`)."
-            )
-        if isinstance(leaf, (float, complex)):
-            return jnp.asarray(leaf)
-        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+        if isinstance(leaf, (bool, int, float, complex, np.bool_)):
+            leaf = jnp.asarray(leaf)
+        elif not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
             raise TypeError(
                 f"{where} has type {type(leaf).__name__}; every leaf of `y0` must be a "
-                "floating-point array."
+                "number or an array of numbers."
             )
-        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+        dtype = leaf.dtype
+        if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
             raise TypeError(
-                f"{where} has dtype {leaf.dtype}; the state must be floating point "
-                "(use `.astype(float)`)."
+                f"{where} has dtype {dtype}; every leaf of `y0` must hold numbers."
             )
-        return jnp.asarray(leaf)
+        if jnp.issubdtype(dtype, jnp.inexact) and not getattr(leaf, "weak_type", False):
+            return jnp.asarray(leaf)
+        return jnp.asarray(leaf, widest_dtype(leaf, time_dtype))
 
     return jtu.tree_map_with_path(fix, y0)
 
@@ -199,7 +207,13 @@ def _time_dtype(t0, t1, dt0, subs):
     for sub in subs:
         if sub.ts is not None:
             timelikes.append(sub.ts)
-    dtype = jnp.result_type(*timelikes)
+    # Standard promotion, whatever the configured mode: a float32 `t0` with a
+    # Python-number `t1` and float64 `ts` is a float64 solve, as in Diffrax.
+    dtype = widest_dtype(*timelikes)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            "`t0`, `t1`, `dt0` and `SaveAt(ts)` must be real; got complex times."
+        )
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     return dtype
@@ -297,8 +311,12 @@ def _solve(
     if saveat.subs is None:
         ts = ys = None
     else:
-        ts = jtu.tree_unflatten(subs_treedef, [s.ts for s in final.save_states])
-        ys = jtu.tree_unflatten(subs_treedef, [s.ys for s in final.save_states])
+        outputs = [
+            in_diffrax_order(sub, max_steps, s.ts, s.ys, direction)
+            for sub, s in zip(subs, final.save_states)
+        ]
+        ts = jtu.tree_unflatten(subs_treedef, [out[0] for out in outputs])
+        ys = jtu.tree_unflatten(subs_treedef, [out[1] for out in outputs])
     if saveat.dense:
         assert final.dense_ts is not None
         interpolation = DenseInterpolation(
@@ -453,21 +471,21 @@ def diffeqsolve(
             "`stepsize_controller=PIDController(rtol=1e-6, atol=1e-8)`; with "
             "`ConstantStepSize` pass the step size as `dt0`."
         )
-    y0 = _normalise_y0(y0)
-    # Python scalars become arrays, so that new values do not trigger a recompile.
-    t0 = jnp.asarray(t0) if isinstance(t0, (int, float)) else t0
-    t1 = jnp.asarray(t1) if isinstance(t1, (int, float)) else t1
-    dt0 = jnp.asarray(dt0) if isinstance(dt0, (int, float)) else dt0
-    # Check values eagerly where they are known; otherwise `_solve` compiles the
-    # same checks into runtime errors.
+    y0 = _normalise_y0(y0, _time_dtype(t0, t1, dt0, subs))
+    # Check values eagerly where they are known (also inside a user's `jit`, for
+    # Python numbers); otherwise `_solve` compiles the same checks into runtime
+    # errors.
+    ts_list = [sub.ts for sub in subs if sub.ts is not None]
     check_times = not _is_concrete((t0, t1, dt0))
-    if not check_times:
-        _raise_now(_time_checks(t0, t1, dt0))
-    ts_list = [jnp.asarray(sub.ts) for sub in subs if sub.ts is not None]
     check_ts = not _is_concrete((ts_list, t0, t1))
-    if not check_ts:
-        for ts in ts_list:
-            _raise_now(_ts_checks(ts, t0, t1))
+    with jax.ensure_compile_time_eval():
+        if not check_times:
+            _raise_now(_time_checks(*(_as_array(x) for x in (t0, t1, dt0))))
+        if not check_ts:
+            for ts in ts_list:
+                _raise_now(_ts_checks(jnp.asarray(ts), _as_array(t0), _as_array(t1)))
+    # Python scalars become arrays, so that new values do not trigger a recompile.
+    t0, t1, dt0 = _as_array(t0), _as_array(t1), _as_array(dt0)
     _check_vector_field(terms, t0, y0, args)
     return _solve(
         terms,

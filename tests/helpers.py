@@ -103,3 +103,18 @@ def lorenz(t, y, args):
             y[0] * y[1] - beta * y[2],
         ]
     )
+
+
+def output_rows(ts, times) -> np.ndarray:
+    """The rows of a `SaveAt(t0=True, ts=times, steps=..., t1=True)` output that
+    hold, in order, `t0`, each of `times` and `t1`. Outputs are in Diffrax's
+    order (chronological, a `ts` output before a step at the same time), and the
+    last finite row is the final state."""
+    ts = np.asarray(ts)
+    finite = np.flatnonzero(np.isfinite(ts))
+    rows = [int(finite[0])]
+    for t in np.asarray(times):
+        after = np.flatnonzero((ts == t) & (np.arange(ts.size) > rows[-1]))
+        rows.append(int(after[0]))
+    rows.append(int(finite[-1]))
+    return np.asarray(rows)

@@ -73,9 +73,12 @@ def _check_solution(solver_case, dtype, time_dtype, controller, dt0):
     t = time_dtype(0.3)
     assert sol.evaluate(t).dtype == dtype
     assert sol.derivative(t).dtype == dtype
-    # The method's accuracy, not a dtype bug: float32 rounding or the step.
-    at_ts = sol.ys[1:6]
-    np.testing.assert_allclose(at_ts, _exact(ts).repeat(3, axis=1), atol=5e-2)
+    # Every output is accurate (to the step size's error: 5e-2 covers Euler).
+    saved = np.isfinite(np.asarray(sol.ts))
+    times = np.asarray(sol.ts)[saved]
+    np.testing.assert_allclose(
+        np.asarray(sol.ys)[saved], _exact(times).repeat(3, axis=1), atol=5e-2
+    )
 
 
 @pytest.mark.parametrize("case", SOLVERS, ids=[c.name for c in SOLVERS])

@@ -1,6 +1,7 @@
 """Progress meters: what they print under `jit`, `vmap` and `jvp`, and how often
 they call back to the host."""
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import pytest
@@ -135,15 +136,47 @@ def test_tqdm_refreshes_every_refresh_steps(monkeypatch):
     assert progress == pytest.approx([0.01, 0.31, 0.61, 0.91])
 
 
-def test_tqdm_refreshes_at_most_about_1000_times(monkeypatch):
-    progress = []
-    monkeypatch.setattr(
-        _progress, "_tqdm_update", lambda bar, value: progress.append(value)
+def _diffrax_solve(lib, meter, num_steps):
+    return lib.diffeqsolve(
+        lib.ODETerm(lambda t, y, args: -y),
+        lib.Euler(),
+        0.0,
+        1.0,
+        1.0 / num_steps,
+        jnp.array(1.0),
+        progress_meter=meter,
     )
-    # 4000 steps, a refresh allowed at each, but only for 0.1% of progress.
-    _solve(TqdmProgressMeter(refresh_steps=1), dt0=2.5e-4)
-    assert 500 <= len(progress) <= 1001
-    assert progress == sorted(progress)
+
+
+@pytest.mark.parametrize(
+    "num_steps, minimum_increase", [(100, 0.1), (7, 0.02), (33, 0.25), (250, 0.0)]
+)
+def test_text_prints_the_lines_diffrax_prints(capsys, num_steps, minimum_increase):
+    _diffrax_solve(jd, jd.TextProgressMeter(minimum_increase), num_steps)
+    ours = capsys.readouterr().out
+    _diffrax_solve(diffrax, diffrax.TextProgressMeter(minimum_increase), num_steps)
+    theirs = capsys.readouterr().out
+    assert ours == theirs
+
+
+def _tqdm_percentages(err: str) -> list[str]:
+    return [part.split("|")[0].strip() for part in err.split("\r") if "|" in part]
+
+
+@pytest.mark.parametrize("num_steps, refresh_steps", [(100, 20), (41, 20), (7, 3)])
+def test_tqdm_draws_what_diffrax_draws(capsys, num_steps, refresh_steps):
+    """The same refreshes (before every `refresh_steps`-th step) and one final
+    draw of the completed bar; the default `refresh_steps` is Diffrax's."""
+    assert (
+        jd.TqdmProgressMeter().refresh_steps
+        == diffrax.TqdmProgressMeter().refresh_steps
+    )
+    _diffrax_solve(jd, jd.TqdmProgressMeter(refresh_steps), num_steps)
+    ours = _tqdm_percentages(capsys.readouterr().err)
+    _diffrax_solve(diffrax, diffrax.TqdmProgressMeter(refresh_steps), num_steps)
+    theirs = _tqdm_percentages(capsys.readouterr().err)
+    assert ours == theirs
+    assert ours[-1] == "100.00%" and ours.count("100.00%") <= 2
 
 
 def test_no_progress_meter(capsys):

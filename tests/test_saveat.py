@@ -4,6 +4,7 @@ dtypes, and compilation caching. Values are checked against exact solutions."""
 import functools
 import logging
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,9 @@ def finite_rows(ts):
 
 
 def test_output_order_and_padding():
-    """Rows are t0, ts, steps, t1; unfilled `steps` rows are inf in ts and ys."""
+    """Diffrax's order: t0, then each step's `ts` before the step itself, then t1
+    unless the last step was saved already; unfilled rows are inf in ts and ys,
+    and there are `max_steps // steps` step rows."""
     ts = jnp.array([0.1, 0.6])
     sol = jd.diffeqsolve(
         TERM,
@@ -63,9 +66,9 @@ def test_output_order_and_padding():
         max_steps=6,
     )
     inf = np.inf
-    expected_ts = [0.0, 0.1, 0.6, 0.25, 0.5, 0.75, 1.0, inf, inf, 1.0]
+    expected_ts = [0.0, 0.1, 0.25, 0.5, 0.6, 0.75, 1.0, inf, inf]
     np.testing.assert_array_equal(np.asarray(sol.ts), expected_ts)
-    assert sol.ys.shape == (10, 2)
+    assert sol.ys.shape == (9, 2)
     filled = finite_rows(sol.ts)
     assert np.all(np.isinf(np.asarray(sol.ys)[~filled]))
     np.testing.assert_allclose(
@@ -73,6 +76,45 @@ def test_output_order_and_padding():
     )
     np.testing.assert_array_equal(sol.ys[0], Y0)  # t0 is y0 exactly
     assert int(sol.stats["num_accepted_steps"]) == 4
+
+
+@pytest.mark.parametrize(
+    "saveat_kwargs, max_steps",
+    [
+        (dict(steps=True, t1=True), 16),
+        (dict(steps=2, t1=True), 16),  # the last step (10) is saved: t1 once
+        (dict(steps=3, t1=True), 16),  # it is not: a t1 row after the steps
+        (dict(steps=3, t1=True), 15),  # max_steps a multiple: no spare t1 row
+        (dict(steps=True, ts=jnp.linspace(0.0, 1.0, 7)), 16),  # interleaved
+        (dict(steps=3, t0=True, t1=True, ts=jnp.linspace(0.0, 1.0, 7)), 16),
+        (dict(steps=True, t1=True), 5),  # max_steps reached
+    ],
+)
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_output_layout_equals_diffrax(saveat_kwargs, max_steps, backward):
+    """The same number of rows, times and values as Diffrax 0.7.2, for every
+    combination of `steps` with `t0`, `ts` and `t1`, forwards and backwards."""
+    t0, t1, dt0 = (1.0, 0.0, -0.1) if backward else (0.0, 1.0, 0.1)
+    if backward and "ts" in saveat_kwargs:
+        saveat_kwargs = dict(saveat_kwargs, ts=saveat_kwargs["ts"][::-1])
+
+    def solve(lib):
+        return lib.diffeqsolve(
+            lib.ODETerm(lambda t, y, args: -y),
+            lib.Tsit5(),
+            t0,
+            t1,
+            dt0,
+            Y0,
+            saveat=lib.SaveAt(**saveat_kwargs),
+            max_steps=max_steps,
+            throw=False,
+        )
+
+    ours, theirs = solve(jd), solve(diffrax)
+    assert ours.ts.shape == theirs.ts.shape and ours.ys.shape == theirs.ys.shape
+    np.testing.assert_allclose(ours.ts, theirs.ts, rtol=1e-14)
+    np.testing.assert_allclose(ours.ys, theirs.ys, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -243,11 +285,12 @@ def test_subs():
     np.testing.assert_array_equal(np.asarray(sol.ts["at_ts"]), np.asarray(ts))
     np.testing.assert_allclose(sol.ys["at_ts"], exact(ts), atol=1e-6)
     norm_ts = np.asarray(sol.ts["norm"])
-    assert norm_ts.shape == (1 + 10 + 1,)
+    # t0 and 10 step rows: the last step (8, at t1) is the t1 output.
+    assert norm_ts.shape == (1 + 10,)
     np.testing.assert_allclose(
         norm_ts[:9], np.concatenate([[0.0], np.arange(1, 9) * 0.25]), rtol=1e-14
     )
-    assert np.all(np.isinf(norm_ts[9:11])) and norm_ts[11] == 2.0
+    assert np.all(np.isinf(norm_ts[9:])) and norm_ts[8] == 2.0
     filled = np.isfinite(norm_ts)
     np.testing.assert_allclose(
         np.asarray(sol.ys["norm"])[filled],
@@ -459,9 +502,15 @@ def test_backward_in_time_mirrors_forward(controller, dt0):
         atol=0,
     )
     np.testing.assert_allclose(backward.ys, forward.ys, rtol=1e-13, atol=1e-14)
-    # ts outputs are accurate and descending.
-    np.testing.assert_array_equal(np.asarray(backward.ts[1:6]), np.asarray(ts))
-    np.testing.assert_allclose(backward.ys[1:6], exact(ts), atol=1e-6)
+    # ts outputs (interleaved with the steps) are accurate and descending.
+    at_ts = np.isin(np.asarray(backward.ts), np.asarray(ts))
+    np.testing.assert_array_equal(
+        np.unique(np.asarray(backward.ts)[at_ts]), np.sort(ts)
+    )
+    np.testing.assert_allclose(
+        np.asarray(backward.ys)[at_ts], exact(np.asarray(backward.ts)[at_ts]), atol=1e-6
+    )
+    assert np.all(np.diff(np.asarray(backward.ts)[np.isfinite(backward.ts)]) <= 0)
     # Dense output at negative times, and its derivative (d/dt, not d/ds).
     for t in (-0.05, -0.77, -1.999):
         np.testing.assert_allclose(
@@ -499,9 +548,11 @@ def test_zero_length_interval(controller, dt0):
     assert int(sol.stats["num_steps"]) == 0
     ts = np.asarray(sol.ts)
     ys = np.asarray(sol.ys)
-    saved = np.array([True, True, True, False, False, False, False, True])
+    # No step: no steps rows, and (as in Diffrax, where `steps=True` stands for
+    # the t1 row) no t1 row either.
+    saved = np.array([True, True, True, False, False, False, False])
     np.testing.assert_array_equal(ts[saved], t)
-    np.testing.assert_array_equal(ys[saved], np.broadcast_to(Y0, (4, 2)))
+    np.testing.assert_array_equal(ys[saved], np.broadcast_to(Y0, (3, 2)))
     assert np.all(np.isinf(ts[~saved])) and np.all(np.isinf(ys[~saved]))
 
 
@@ -636,8 +687,8 @@ def test_integer_times_promote_to_float():
         max_steps=2,
     )
     assert jnp.issubdtype(sol.ts.dtype, jnp.floating)
-    np.testing.assert_array_equal(np.asarray(sol.ts), [0.0, 1.0, 2.0, 1.0, 2.0])
-    np.testing.assert_allclose(sol.ys[:3], exact(np.arange(3.0)), atol=2e-2)
+    np.testing.assert_array_equal(np.asarray(sol.ts), [0.0, 1.0, 1.0, 2.0, 2.0])
+    np.testing.assert_allclose(sol.ys[::2], exact(np.arange(3.0)), atol=2e-2)
     sol = jd.diffeqsolve(
         TERM,
         jd.Tsit5(),

@@ -10,6 +10,7 @@ import jax.tree_util as jtu
 
 from .._controller.base import AbstractAdaptiveStepSizeController, rms_norm
 from .._controller.constant import ConstantStepSize
+from .._errors import UnsupportedError
 from .._misc import stop_integer_tangents, zero_cotangent
 from .._saveat import SubSaveAt, save_y
 from .._term import AbstractTerm, ODETerm, _DirectedTerm
@@ -100,7 +101,7 @@ class BacksolveAdjoint(AbstractAdjoint):
         del max_steps, event, solver, stepsize_controller
         subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
         if saveat.dense:
-            raise ValueError(
+            raise UnsupportedError(
                 "`BacksolveAdjoint` does not support `SaveAt(dense=True)`; use "
                 "`RecursiveCheckpointAdjoint`."
             )
@@ -111,7 +112,7 @@ class BacksolveAdjoint(AbstractAdjoint):
             )
         for sub in subs:
             if sub.steps:
-                raise ValueError(
+                raise UnsupportedError(
                     "`BacksolveAdjoint` does not support `SaveAt(steps=...)`; use "
                     "`RecursiveCheckpointAdjoint`."
                 )

@@ -12,10 +12,10 @@ from jax import custom_batching
 from jax.custom_derivatives import SymbolicZero
 
 from .._controller.constant import ConstantStepSize, step_time
-from .._loop import State, layout, value_in_step
+from .._loop import State, layout, t1_row_written, value_in_step
 from .._misc import instantiate_zero, stop_integer_tangents, where, zero_cotangent
 from .._saveat import SubSaveAt
-from .._solver.base import AbstractReversibleSolver, AbstractSolver
+from .._solver.base import AbstractReversibleSolver, AbstractSolver, is_directly
 from .._solver.reversible import Reversible
 from .base import AbstractAdjoint, closure_convert_terms
 
@@ -98,7 +98,7 @@ class ReversibleAdjoint(AbstractAdjoint):
             )
 
     def prepare_solver(self, solver: AbstractSolver) -> AbstractSolver:
-        if isinstance(solver, AbstractReversibleSolver):
+        if is_directly(solver, AbstractReversibleSolver):
             return solver
         return Reversible(solver)
 
@@ -130,7 +130,7 @@ class ReversibleAdjoint(AbstractAdjoint):
                     "`RecursiveCheckpointAdjoint`."
                 )
             if (
-                isinstance(solver, AbstractReversibleSolver)
+                is_directly(solver, AbstractReversibleSolver)
                 and solver.constant_steps_only
                 and not isinstance(stepsize_controller, ConstantStepSize)
             ):
@@ -424,7 +424,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         )
         return x0, dense, lambda x1_ct, dense_ct: pull((x1_ct, dense_ct))
 
-    if isinstance(solver, Reversible):
+    if is_directly(solver, Reversible):
         linearised_backward_step = _coupled_backward_step(
             solver, vm, theta, theta_diff, theta_other
         )
@@ -476,6 +476,11 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     for i, lay in enumerate(static.layouts):
         if static.t1_rows[i]:
             ct_row = _rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
+            if lay.steps:
+                # The row holds the final state only if the last step was not
+                # saved as a `steps` row already.
+                written = t1_row_written(lay, n)
+                ct_row = _lane_where(written, ct_row, _zeros_like(ct_row))
             dy, dth = pull_saved(i, lanes["tend"], lanes["y"], ct_row, direction)
             y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
     y_ct, theta_ct = _pull_steps_rows(

@@ -3,9 +3,12 @@
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
+import jax.core
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import ArrayLike
 
 from .._custom_types import RealScalarLike
@@ -17,6 +20,21 @@ from .clip import _as_sorted_times, clip_to_times, restart_after_jump
 
 def _is_zero(x) -> bool:
     return isinstance(x, (int, float)) and x == 0
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _bad_tolerances(rtol, atol, xnp=np):
+    """`(not finite or negative, both zero)` for the tolerances, with NumPy for
+    known values or `jax.numpy` for traced ones. Diffrax accepts such tolerances
+    silently and then takes meaningless steps."""
+    negative = xnp.any(
+        ~xnp.isfinite(rtol) | ~xnp.isfinite(atol) | (rtol < 0) | (atol < 0)
+    )
+    both_zero = xnp.any((rtol == 0) & (atol == 0))
+    return negative, both_zero
 
 
 def _tolerance_scale(y, atol, rtol):
@@ -120,6 +138,20 @@ class PIDController(AbstractAdaptiveStepSizeController):
     def __check_init__(self):
         for name in ("step_ts", "jump_ts"):
             _as_sorted_times(getattr(self, name), name)
+        if _is_concrete(self.rtol) and _is_concrete(self.atol):
+            negative, both_zero = _bad_tolerances(
+                np.asarray(self.rtol), np.asarray(self.atol)
+            )
+            got = f"got rtol={self.rtol!r}, atol={self.atol!r}."
+            if negative:
+                raise ValueError(
+                    f"`PIDController` needs finite, non-negative `rtol` and `atol`; {got}"
+                )
+            if both_zero:
+                raise ValueError(
+                    "`PIDController` needs `rtol > 0` or `atol > 0` (with both zero "
+                    f"no step is ever accurate enough); {got}"
+                )
 
     def wrap(self, direction):
         def flip(ts):
@@ -156,6 +188,16 @@ class PIDController(AbstractAdaptiveStepSizeController):
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         del t1
+        if not (_is_concrete(self.rtol) and _is_concrete(self.atol)):
+            # Traced tolerances: the same check at run time.
+            rtol, atol = jnp.asarray(self.rtol), jnp.asarray(self.atol)
+            negative, both_zero = _bad_tolerances(rtol, atol, jnp)
+            t0 = eqx.error_if(
+                t0,
+                negative | both_zero,
+                "`PIDController` needs finite tolerances `rtol >= 0` and "
+                "`atol >= 0`, not both zero.",
+            )
         if dt0 is None:
             dt0 = select_initial_step(
                 terms,

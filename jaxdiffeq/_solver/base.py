@@ -15,7 +15,38 @@ from .._term import AbstractTerm
 SolverState = PyTree[Any]
 
 
-class AbstractSolver(eqx.Module):
+class _SolverMeta(type(eqx.Module)):
+    """The metaclass of solvers: a wrapped solver (`AbstractWrappedSolver`, e.g.
+    `HalfSolver(Euler())`) passes the `isinstance` checks of the solver it wraps
+    as well as its own, as in Diffrax: `isinstance(HalfSolver(Euler()), Euler)` is
+    true, `isinstance(HalfSolver(Euler()), Heun)` is not.
+
+    Only `isinstance` is affected; `issubclass(type(solver), cls)` (see
+    `is_directly`) still answers for the wrapper alone, which is what the
+    library's own capability checks use."""
+
+    def __instancecheck__(cls, obj):
+        if super().__instancecheck__(obj):
+            return True
+        if issubclass(type(obj), AbstractWrappedSolver):
+            # One level, as in Diffrax: `HalfSolver(HalfSolver(Heun()))` is not a
+            # `Heun`.
+            return super().__instancecheck__(obj.solver)
+        return False
+
+
+# Passed as `**_metaclass` so that type checkers keep treating solvers as the
+# dataclasses `equinox.Module` makes them (an explicit `metaclass=` hides that).
+_metaclass: dict[str, Any] = dict(metaclass=_SolverMeta)
+
+
+def is_directly(solver: Any, cls: type) -> bool:
+    """`isinstance(solver, cls)` for the solver itself, not for a solver it wraps
+    (e.g. whether `solver` implements `AbstractReversibleSolver.backward_step`)."""
+    return issubclass(type(solver), cls)
+
+
+class AbstractSolver(eqx.Module, **_metaclass):
     """A numerical method that advances a differential equation by one step.
 
     Subclass it to write a new method. The contract:

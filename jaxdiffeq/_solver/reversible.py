@@ -15,6 +15,7 @@ from .base import (
     AbstractReversibleSolver,
     AbstractSolver,
     AbstractWrappedSolver,
+    is_directly,
 )
 
 
@@ -117,7 +118,7 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
     def __check_init__(self):
         if not isinstance(self.solver, AbstractSolver):
             raise TypeError(f"`Reversible` wraps a solver, got {self.solver!r}.")
-        if isinstance(self.solver, AbstractReversibleSolver):
+        if is_directly(self.solver, AbstractReversibleSolver):
             raise ValueError(
                 f"`{type(self.solver).__name__}` is already reversible; use it "
                 "directly (`ReversibleAdjoint` accepts it as it is)."

@@ -7,7 +7,7 @@ whatever the number of stages (compile time is a budget). The stage values
 that the scan writes in place.
 """
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -154,15 +154,37 @@ def _weighted_sum(weights: np.ndarray, k, layout):
     return jtu.tree_map(leaf, k, layout)
 
 
+_SCAN_KINDS = (None, "lax", "checkpointed", "bounded")
+
+
 class AbstractRungeKutta(AbstractAdaptiveSolver):
     """An explicit Runge–Kutta method defined by its class variable `tableau`.
 
     A new method is a subclass that sets `tableau`, `interpolation_cls` and
     `order`; see `Bosh3` for a complete example.
+
+    **Arguments:**
+
+    - `scan_kind`: Diffrax's choice of loop for the stages, `None` (default),
+      `"lax"`, `"checkpointed"` or `"bounded"`, accepted so that Diffrax programs
+      run unchanged (e.g. `Tsit5(scan_kind="bounded")` for Hessians). Here the
+      stages always run in a `lax.scan`, which supports forward mode, reverse
+      mode and any nesting of the two (`jax.hessian` through `DirectAdjoint`) and
+      is the cheapest of the kinds to compile, so every value behaves as
+      `"bounded"` does in Diffrax.
     """
 
     tableau: ClassVar[ButcherTableau]
     term_structure: ClassVar = AbstractTerm
+    scan_kind: Literal["lax", "checkpointed", "bounded"] | None = eqx.field(
+        default=None, static=True, kw_only=True
+    )
+
+    def __check_init__(self):
+        if self.scan_kind not in _SCAN_KINDS:
+            raise ValueError(
+                f"`scan_kind` must be one of {_SCAN_KINDS}, got {self.scan_kind!r}."
+            )
 
     def init(self, terms, t0, t1, y0, args):
         del t1
