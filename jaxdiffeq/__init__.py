@@ -14,6 +14,7 @@ from ._adjoint.forward import ForwardMode as ForwardMode
 from ._adjoint.implicit import ImplicitAdjoint as ImplicitAdjoint
 from ._adjoint.recursive import RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint
 from ._adjoint.reversible import ReversibleAdjoint as ReversibleAdjoint
+from ._citation import citation as citation, citation_rules as citation_rules
 from ._controller.base import (
     AbstractAdaptiveStepSizeController as AbstractAdaptiveStepSizeController,
     AbstractStepSizeController as AbstractStepSizeController,
@@ -33,6 +34,7 @@ from ._custom_types import (
     Y as Y,
 )
 from ._interpolation import (
+    AbstractGlobalInterpolation as AbstractGlobalInterpolation,
     AbstractLocalInterpolation as AbstractLocalInterpolation,
     AbstractPath as AbstractPath,
     AbstractStagePolynomialInterpolation as AbstractStagePolynomialInterpolation,
@@ -48,6 +50,7 @@ from ._progress import (
 )
 from ._results import (
     RESULTS as RESULTS,
+    is_event as is_event,
     is_okay as is_okay,
     is_successful as is_successful,
 )

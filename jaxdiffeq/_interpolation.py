@@ -138,7 +138,15 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
         return jtu.tree_map(leaf, self.y0, self.y1, self.k0, self.k1)
 
 
-class DenseInterpolation(AbstractPath):
+class AbstractGlobalInterpolation(AbstractPath):
+    """A path over a whole interval made of pieces between the times `ts`
+    (`DenseInterpolation`, the dense output of a solve). Importable for
+    `isinstance` checks, as in Diffrax."""
+
+    ts: eqx.AbstractVar[Array]
+
+
+class DenseInterpolation(AbstractGlobalInterpolation):
     """Dense output of a whole solve: the local interpolants of every accepted step.
 
     `ts` holds the step boundaries (padded with `inf` past the last step) and

@@ -112,6 +112,11 @@ def is_successful(result: RESULTS) -> Bool[Array, "..."]:
     return result == RESULTS.successful
 
 
+def is_event(result: RESULTS) -> Bool[Array, "..."]:
+    """Whether the solve stopped because an event occurred."""
+    return result == RESULTS.event_occurred
+
+
 def is_okay(result: RESULTS) -> Bool[Array, "..."]:
     """Whether the solve finished without failure (an event counts as okay)."""
     return is_successful(result) | (result == RESULTS.event_occurred)

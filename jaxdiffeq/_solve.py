@@ -375,6 +375,7 @@ def diffeqsolve(
     solver_state: PyTree | None = None,
     controller_state: PyTree | None = None,
     made_jump: BoolScalarLike | None = None,
+    discrete_terminating_event: Any = None,
 ) -> Solution:
     """Solve a differential equation from `t0` to `t1`.
 
@@ -407,6 +408,8 @@ def diffeqsolve(
     - `progress_meter`: e.g. `TqdmProgressMeter()`.
     - `solver_state`, `controller_state`, `made_jump`: resume from a previous
       solve's final states (see `SaveAt(solver_state=True, ...)`).
+    - `discrete_terminating_event`: Diffrax's deprecated form of `event`;
+      accepted for compatibility, must be `None`.
 
     **Returns:** a `Solution`.
 
@@ -433,8 +436,11 @@ def diffeqsolve(
             "`stepsize_controller` must be a step-size controller such as "
             f"`PIDController(rtol=1e-6, atol=1e-8)`, got {stepsize_controller!r}."
         )
-    if event is not None:
-        raise NotImplementedError("Events are not supported yet; pass `event=None`.")
+    if event is not None or discrete_terminating_event is not None:
+        raise NotImplementedError(
+            "Events are not supported yet; pass `event=None` (and Diffrax's "
+            "deprecated `discrete_terminating_event=None`)."
+        )
     if not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(
             "`adjoint` must be an adjoint such as `RecursiveCheckpointAdjoint()`, "

@@ -22,3 +22,17 @@ def getkey(key):
     """A function returning a new, deterministic key on every call."""
     keys = iter(jax.random.split(key, 1000))
     return lambda: next(keys)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """An informational report at the end of every run (not a test): the public
+    names of Diffrax 0.7.2 that jaxdiffeq lacks."""
+    from public_names import diffrax_public_names, missing_names
+
+    missing = missing_names()
+    total = len(diffrax_public_names())
+    terminalreporter.write_sep("-", "public names of Diffrax 0.7.2")
+    terminalreporter.write_line(
+        f"jaxdiffeq offers {total - len(missing)} of Diffrax's {total} public names; "
+        f"not yet ({len(missing)}): {', '.join(missing)}"
+    )

@@ -33,6 +33,8 @@ class ImplicitAdjoint(AbstractAdjoint):
 
     - `linear_solver`: a `lineax` solver for the Jacobian system (default
       `lineax.AutoLinearSolver(well_posed=None)`).
+    - `tags`: `lineax` tags describing the Jacobian `∂f/∂y` (e.g.
+      `lineax.symmetric_tag`), which let the linear solver use its structure.
 
     ```python
     import jax
@@ -50,6 +52,7 @@ class ImplicitAdjoint(AbstractAdjoint):
     """
 
     linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=None)
+    tags: object = eqx.field(default=frozenset(), static=True)
 
     def check(
         self, *, saveat, max_steps, event, solver, stepsize_controller=None
@@ -86,7 +89,9 @@ class ImplicitAdjoint(AbstractAdjoint):
         linear_solver = self.linear_solver
 
         def tangent_solve(g, b):
-            operator = lx.FunctionLinearOperator(g, jax.eval_shape(lambda: b))
+            operator = lx.FunctionLinearOperator(
+                g, jax.eval_shape(lambda: b), tags=self.tags
+            )
             return lx.linear_solve(operator, b, solver=linear_solver).value
 
         params = (terms, args)

@@ -93,11 +93,11 @@ class PIDController(AbstractAdaptiveStepSizeController):
     `[factormin, safety]` after a rejected one, and it carries no gradient: accepted
     steps form a mesh that is frozen for differentiation.
 
-    **Arguments:** `rtol`, `atol` (tolerances); `pcoeff`, `icoeff`, `dcoeff`;
+    **Arguments:** `rtol`, `atol` (tolerances); `norm` (a function PyTree →
+    scalar, root-mean-square by default); `pcoeff`, `icoeff`, `dcoeff`;
     `dtmin`, `dtmax` (bounds on the step; with `force_dtmin=True` a step at `dtmin`
     is accepted whatever its error, with `force_dtmin=False` the solve fails with
-    `RESULTS.dt_min_reached`); `factormin`, `factormax`, `safety`; `norm` (a function
-    PyTree → scalar, root-mean-square by default); `step_ts`, `jump_ts` (as in
+    `RESULTS.dt_min_reached`); `factormin`, `factormax`, `safety`; `step_ts`, `jump_ts` (as in
     `ClipStepSizeController`); `error_order` (overrides the solver's); `unvmap_dt`.
 
     `unvmap_dt=True`: under `jax.vmap`, every lane takes the same steps: the step
@@ -118,8 +118,10 @@ class PIDController(AbstractAdaptiveStepSizeController):
     "Digital filters in adaptive time-stepping", ACM TOMS 29 (2003).
     """
 
+    # Diffrax's order, for positional arguments.
     rtol: RealScalarLike
     atol: RealScalarLike
+    norm: Callable = rms_norm
     pcoeff: RealScalarLike = 0
     icoeff: RealScalarLike = 1
     dcoeff: RealScalarLike = 0
@@ -129,10 +131,9 @@ class PIDController(AbstractAdaptiveStepSizeController):
     factormin: RealScalarLike = 0.2
     factormax: RealScalarLike = 10.0
     safety: RealScalarLike = 0.9
-    norm: Callable = rms_norm
+    error_order: RealScalarLike | None = None
     step_ts: ArrayLike | None = None
     jump_ts: ArrayLike | None = None
-    error_order: RealScalarLike | None = None
     unvmap_dt: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
