@@ -25,11 +25,13 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check jaxdiffeq tests bench examples
 	$(BIN)/pyright jaxdiffeq
 
+# -n auto: one pytest-xdist worker per core. The compiled programs are cached in
+# ~/.cache/jaxdiffeq-tests (see tests/conftest.py), so later runs compile less.
 test: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n auto
 
 test-slow: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow -n auto
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/forward.py

@@ -1,3 +1,7 @@
+import gc
+import os
+import pathlib
+
 import jax
 import pytest
 
@@ -9,6 +13,21 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# JAX's persistent compilation cache, outside the repository (a clean clone works
+# with an empty cache, only slower): later runs, and the other xdist worker, load
+# compiled programs instead of compiling them again. Set JAXDIFFEQ_TEST_CACHE to
+# move it, or to an empty string to turn it off.
+_CACHE = os.environ.get(
+    "JAXDIFFEQ_TEST_CACHE",
+    str(pathlib.Path.home() / ".cache" / "jaxdiffeq-tests" / "jax"),
+)
+if _CACHE:
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    # Most of the suite's programs compile in well under the default threshold
+    # of 1 s; cache those that take 0.1 s or more.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture
@@ -36,3 +55,16 @@ def pytest_terminal_summary(terminalreporter):
         f"jaxdiffeq offers {total - len(missing)} of Diffrax's {total} public names; "
         f"not yet ({len(missing)}): {', '.join(missing)}"
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory caches after each test module. Every compiled program
+    holds memory mappings of its code, and one process running the whole suite
+    compiles enough of them to reach the kernel's limit on mappings
+    (`vm.max_map_count`, 65530 here), where XLA's compiler crashes with a
+    segmentation fault. Modules rarely share compiled functions; the persistent
+    cache above keeps the cost of compiling again small."""
+    yield
+    jax.clear_caches()
+    gc.collect()
