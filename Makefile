@@ -23,7 +23,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check jaxdiffeq tests bench examples
 	$(BIN)/ruff format --check jaxdiffeq tests bench examples
-	$(BIN)/pyright jaxdiffeq
+	$(BIN)/pyright jaxdiffeq examples tests/test_typed_user_code.py
 
 # -n auto: one pytest-xdist worker per core. The compiled programs are cached in
 # ~/.cache/jaxdiffeq-tests (see tests/conftest.py), so later runs compile less.

@@ -88,13 +88,13 @@ def main(num_steps):
             updates, opt_state = optimiser.update(grads, opt_state, model)
         return eqx.apply_updates(model, updates), opt_state, value
 
-    first = None
+    losses = []
     for step in range(num_steps):
         model, opt_state, value = train_step(model, opt_state)
-        first = float(value) if first is None else first
+        losses.append(float(value))
         if step % 10 == 0 or step == num_steps - 1:
-            print(f"step {step:4d}  loss {float(value):.5f}")
-    print(f"loss {first:.5f} -> {float(value):.5f}")
+            print(f"step {step:4d}  loss {losses[-1]:.5f}")
+    print(f"loss {losses[0]:.5f} -> {losses[-1]:.5f}")
 
 
 if __name__ == "__main__":

@@ -327,12 +327,15 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
     start = time.perf_counter()
     compiled = jax.jit(solve).lower(y0).compile()
     compile_time = time.perf_counter() - start
-    run_times = []
-    for _ in range(repeats):
+
+    def timed_run():
         start = time.perf_counter()
-        out = jax.block_until_ready(compiled(y0))
-        run_times.append(time.perf_counter() - start)
-    out = jax.tree.map(np.asarray, out)
+        result = jax.block_until_ready(compiled(y0))
+        return result, time.perf_counter() - start
+
+    runs = [timed_run() for _ in range(max(repeats, 1))]
+    run_times = [seconds for _, seconds in runs]
+    out = jax.tree.map(np.asarray, runs[-1][0])
     if args.batch is None:
         out = jax.tree.map(lambda x: x[None], out)
     lanes = out["ys"].shape[0]

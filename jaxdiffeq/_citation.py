@@ -12,6 +12,7 @@ not in a table (a user's own) is cited by nothing.
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from ._adjoint.backsolve import BacksolveAdjoint, adjoint_rms_seminorm
 from ._adjoint.implicit import ImplicitAdjoint
@@ -392,7 +393,7 @@ def _call(rule: Callable[..., str | None], given: dict) -> str | None:
     return rule(**{k: v for k, v in given.items() if k in names})
 
 
-def citation(*args, **kwargs) -> None:
+def citation(*args: Any, **kwargs: Any) -> None:
     """Print the BibTeX references of the numerical methods a solve uses.
 
     Takes any subset of the arguments of `diffeqsolve` (replacing `diffeqsolve`

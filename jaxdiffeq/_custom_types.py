@@ -2,16 +2,17 @@
 
 from typing import Any, TypeAlias
 
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree, Real
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree, Real, Shaped
 
 RealScalarLike: TypeAlias = float | int | Real[ArrayLike, ""]
 FloatScalarLike: TypeAlias = float | Float[ArrayLike, ""]
 IntScalarLike: TypeAlias = int | Int[ArrayLike, ""]
 BoolScalarLike: TypeAlias = bool | Bool[ArrayLike, ""]
 
-Y: TypeAlias = PyTree[Float[ArrayLike, "?*y"], "Y"]
-VF: TypeAlias = PyTree[Float[ArrayLike, "?*vf"], "VF"]
-Control: TypeAlias = PyTree[Float[ArrayLike, "?*control"]]
+# Shaped, not Float: complex states are solved too, as in Diffrax.
+Y: TypeAlias = PyTree[Shaped[ArrayLike, "?*y"], "Y"]
+VF: TypeAlias = PyTree[Shaped[ArrayLike, "?*vf"], "VF"]
+Control: TypeAlias = PyTree[Shaped[ArrayLike, "?*control"]]
 Args: TypeAlias = PyTree[Any]
 
 DenseInfo: TypeAlias = dict[str, PyTree[Array]]

@@ -1,7 +1,7 @@
 """Interpolation: local interpolants over one step, and dense output over a solve."""
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import equinox as eqx
 import jax
@@ -69,13 +69,15 @@ class LocalLinearInterpolation(AbstractLocalInterpolation):
     y0: Y
     y1: Y
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
         if t1 is not None:
             return _increment(self, t0, t1, left)
         s = _fraction(t0, self.t0, self.t1)
         return jtu.tree_map(lambda a, b: a + scale(s, b - a), self.y0, self.y1)
 
-    def derivative(self, t, left=True):
+    def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
         del t, left
         dt = jnp.subtract(self.t1, self.t0)
         return jtu.tree_map(
@@ -98,7 +100,9 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
     k1: Y
 
     @classmethod
-    def from_k(cls, *, t0, t1, y0, y1, k):
+    def from_k(
+        cls, *, t0: RealScalarLike, t1: RealScalarLike, y0: Y, y1: Y, k: PyTree[Array]
+    ) -> Self:
         """Build from a Runge–Kutta solver's stages `k` (leading axis = stage), using
         the first stage at `t0` and the last stage as the increment at `t1` (exact
         for first-same-as-last tableaux)."""
@@ -112,7 +116,9 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
         )
 
     @classmethod
-    def from_first_stage(cls, *, t0, t1, y0, y1, k):
+    def from_first_stage(
+        cls, *, t0: RealScalarLike, t1: RealScalarLike, y0: Y, y1: Y, k: PyTree[Array]
+    ) -> Self:
         """Build from a Runge–Kutta solver's stages when no stage sits at `t1`
         (e.g. `Midpoint`, `Ralston`): the end slope is taken from the quadratic
         through `y0` and `y1` with the first stage as slope at `t0`, so the cubic
@@ -122,7 +128,9 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
         k1 = jtu.tree_map(lambda a, b, c: 2 * (b - a) - c, y0, y1, k0)
         return cls(t0=t0, t1=t1, y0=y0, y1=y1, k0=k0, k1=k1)
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
         if t1 is not None:
             return _increment(self, t0, t1, left)
         s = _fraction(t0, self.t0, self.t1)
@@ -172,13 +180,15 @@ class DenseInterpolation(AbstractGlobalInterpolation):
         local = self.interpolation_cls(t0=self.ts[index], t1=self.ts[index + 1], **info)
         return local, tau
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
         if t1 is not None:
             return _increment(self, t0, t1, left)
         local, tau = self._local(t0, left)
         return local.evaluate(tau, left=left)
 
-    def derivative(self, t, left=True):
+    def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
         local, tau = self._local(t, left)
         return jtu.tree_map(
             lambda d: scale(self.direction, d), local.derivative(tau, left)
@@ -203,7 +213,9 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
     y0: Y
     k: PyTree[Array]  # stage increments, stacked on a leading axis
 
-    def __init__(self, *, t0, t1, y0, y1, k):
+    def __init__(
+        self, *, t0: RealScalarLike, t1: RealScalarLike, y0: Y, y1: Y, k: PyTree[Array]
+    ):
         del y1
         self.t0 = t0
         self.t1 = t1
@@ -235,7 +247,9 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
             total = term if total is None else total + term
         return total
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
         if t1 is not None:
             return _increment(self, t0, t1, left)
         w = self._weights(t0, derivative=False)
@@ -243,7 +257,7 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
             lambda y, k: (y + self._combine(w, k)).astype(y.dtype), self.y0, self.k
         )
 
-    def derivative(self, t, left=True):
+    def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
         del left
         dt = jnp.subtract(self.t1, self.t0)
         # A zero-length step has zero increments; keep the derivative finite there.

@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import io_callback
 from jaxtyping import Array, Float, Int
 
-from ._custom_types import RealScalarLike
+from ._custom_types import FloatScalarLike, RealScalarLike
 from ._misc import min_lane
 
 
@@ -39,7 +39,7 @@ class AbstractProgressMeter(eqx.Module):
         """The initial state."""
 
     @abc.abstractmethod
-    def step(self, state: Any, progress: Float[Array, ""]) -> Any:
+    def step(self, state: Any, progress: FloatScalarLike) -> Any:
         """Report `progress`; return the new state."""
 
     @abc.abstractmethod
@@ -50,14 +50,14 @@ class AbstractProgressMeter(eqx.Module):
 class NoProgressMeter(AbstractProgressMeter):
     """Reports nothing (the default; costs nothing)."""
 
-    def init(self):
+    def init(self) -> None:
         return None
 
-    def step(self, state, progress):
+    def step(self, state: None, progress: FloatScalarLike) -> None:
         del progress
         return state
 
-    def close(self, state):
+    def close(self, state: None) -> None:
         del state
 
 
@@ -239,7 +239,7 @@ class TextProgressMeter(AbstractProgressMeter):
     def init(self) -> _TextState:
         return _TextState(meter_id=_open(_TextBar), printed=jnp.asarray(0.0))
 
-    def step(self, state: _TextState, progress: Float[Array, ""]) -> _TextState:
+    def step(self, state: _TextState, progress: FloatScalarLike) -> _TextState:
         meter_id = _unbatch(state.meter_id)
         printed = _unbatch(state.printed)
         progress = _unbatch(progress).astype(printed.dtype)
@@ -328,7 +328,7 @@ class TqdmProgressMeter(AbstractProgressMeter):
             meter_id=_open(_make_tqdm_bar), num_steps=jnp.asarray(0, jnp.int32)
         )
 
-    def step(self, state: _TqdmState, progress: Float[Array, ""]) -> _TqdmState:
+    def step(self, state: _TqdmState, progress: FloatScalarLike) -> _TqdmState:
         meter_id = _unbatch(state.meter_id)
         num_steps = _unbatch(state.num_steps)
         progress = _unbatch(progress)

@@ -1,11 +1,11 @@
 """Result codes of a solve: `RESULTS`, `is_successful`, `is_okay`."""
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Int
+from jaxtyping import Array, ArrayLike, Bool, Int, PyTree
 
 _MESSAGES: list[tuple[str, str]] = [
     ("successful", ""),
@@ -37,6 +37,8 @@ _MESSAGES: list[tuple[str, str]] = [
         "with a short example that reproduces it.",
     ),
 ]
+
+_T = TypeVar("_T", bound=PyTree)
 
 
 class RESULTS(eqx.Module):
@@ -90,7 +92,7 @@ class RESULTS(eqx.Module):
         """The names of all codes, in code order."""
         return tuple(name for name, _ in _MESSAGES)
 
-    def raise_if_failed(self, x):
+    def raise_if_failed(self, x: _T) -> _T:
         """Return `x` unchanged, raising a runtime error (under `jit` too) if this
         result is not `successful` or `event_occurred`. One check whatever the
         code, to keep compilation cheap."""
@@ -102,9 +104,12 @@ class RESULTS(eqx.Module):
         return eqx.branched_error_if(x, ~okay, value, messages)
 
 
-for _code, (_name, _) in enumerate(_MESSAGES):
-    setattr(RESULTS, _name, RESULTS(np.int32(_code)))
-del _code, _name
+def _define_codes() -> None:
+    for code, (name, _) in enumerate(_MESSAGES):
+        setattr(RESULTS, name, RESULTS(np.int32(code)))
+
+
+_define_codes()
 
 
 def is_successful(result: RESULTS) -> Bool[Array, "..."]:

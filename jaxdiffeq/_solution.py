@@ -47,12 +47,14 @@ class Solution(AbstractPath):
             )
         return self.interpolation
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
         """The solution at `t0`, or its increment from `t0` to `t1`, from the dense
         output (requires `SaveAt(dense=True)`)."""
         return self._dense().evaluate(t0, t1, left)
 
-    def derivative(self, t, left=True):
+    def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
         """The time derivative of the dense output at `t`. This differentiates the
         interpolant, so it approximates the vector field to the interpolant's order
         (requires `SaveAt(dense=True)`)."""

@@ -1,22 +1,20 @@
 """`diffeqsolve`: validate and normalise the inputs, run the step loop, package the
 `Solution`."""
 
-from typing import Any
-
 import equinox as eqx
 import jax
 import jax.core
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import PyTree
+from jaxtyping import ArrayLike, PyTree
 
 from . import _loop
 from ._adjoint.base import AbstractAdjoint
 from ._adjoint.recursive import RecursiveCheckpointAdjoint
 from ._controller.base import AbstractStepSizeController
 from ._controller.constant import ConstantStepSize
-from ._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from ._custom_types import Args, BoolScalarLike, RealScalarLike
 from ._errors import InvalidValueError
 from ._interpolation import DenseInterpolation
 from ._misc import widest_dtype
@@ -362,20 +360,20 @@ def diffeqsolve(
     t0: RealScalarLike,
     t1: RealScalarLike,
     dt0: RealScalarLike | None,
-    y0: Y,
+    y0: PyTree[ArrayLike],
     args: Args = None,
     *,
     saveat: SaveAt = SaveAt(t1=True),
     stepsize_controller: AbstractStepSizeController = ConstantStepSize(),
     adjoint: AbstractAdjoint = RecursiveCheckpointAdjoint(),
-    event: Any = None,
+    event: None = None,
     max_steps: int | None = 4096,
     throw: bool = True,
     progress_meter: AbstractProgressMeter = NoProgressMeter(),
-    solver_state: PyTree | None = None,
-    controller_state: PyTree | None = None,
+    solver_state: PyTree[ArrayLike] | None = None,
+    controller_state: PyTree[ArrayLike] | None = None,
     made_jump: BoolScalarLike | None = None,
-    discrete_terminating_event: Any = None,
+    discrete_terminating_event: None = None,
 ) -> Solution:
     """Solve a differential equation from `t0` to `t1`.
 

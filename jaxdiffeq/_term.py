@@ -2,11 +2,13 @@
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
 
 from ._custom_types import VF, Args, Control, RealScalarLike, Y
 from ._misc import scale
@@ -25,7 +27,7 @@ class AbstractTerm(eqx.Module):
         """The vector field at time `t` and state `y`."""
 
     @abc.abstractmethod
-    def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs) -> Control:
+    def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs: Any) -> Control:
         """The increment of the control over `[t0, t1]`."""
 
     @abc.abstractmethod
@@ -38,7 +40,9 @@ class AbstractTerm(eqx.Module):
         cheaper (e.g. a matrix-vector product instead of forming the matrix)."""
         return self.prod(self.vf(t, y, args), control)
 
-    def is_vf_expensive(self, t0, t1, y, args) -> bool:
+    def is_vf_expensive(
+        self, t0: RealScalarLike, t1: RealScalarLike, y: Y, args: Args
+    ) -> bool:
         """Whether evaluating `vf` costs much more than `vf_prod`."""
         del t0, t1, y, args
         return False
@@ -63,14 +67,14 @@ class ODETerm(AbstractTerm):
 
     vector_field: Callable[[RealScalarLike, Y, Args], VF]
 
-    def vf(self, t, y, args):
+    def vf(self, t: RealScalarLike, y: Y, args: Args) -> VF:
         return self.vector_field(t, y, args)
 
-    def contr(self, t0, t1, **kwargs):
+    def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs: Any) -> Array:
         del kwargs
         return jnp.subtract(t1, t0)
 
-    def prod(self, vf, control):
+    def prod(self, vf: VF, control: RealScalarLike) -> Y:
         return jtu.tree_map(lambda v: scale(control, v), vf)
 
 
@@ -98,21 +102,27 @@ class MultiTerm(AbstractTerm):
                 )
         self.terms = terms
 
-    def vf(self, t, y, args):
+    def vf(self, t: RealScalarLike, y: Y, args: Args) -> tuple[VF, ...]:
         return tuple(term.vf(t, y, args) for term in self.terms)
 
-    def contr(self, t0, t1, **kwargs):
+    def contr(
+        self, t0: RealScalarLike, t1: RealScalarLike, **kwargs: Any
+    ) -> tuple[Control, ...]:
         return tuple(term.contr(t0, t1, **kwargs) for term in self.terms)
 
-    def prod(self, vf, control):
+    def prod(self, vf: tuple[VF, ...], control: tuple[Control, ...]) -> Y:
         parts = [term.prod(v, c) for term, v, c in zip(self.terms, vf, control)]
         return jtu.tree_map(lambda *xs: sum(xs[1:], start=xs[0]), *parts)
 
-    def vf_prod(self, t, y, args, control):
+    def vf_prod(
+        self, t: RealScalarLike, y: Y, args: Args, control: tuple[Control, ...]
+    ) -> Y:
         parts = [term.vf_prod(t, y, args, c) for term, c in zip(self.terms, control)]
         return jtu.tree_map(lambda *xs: sum(xs[1:], start=xs[0]), *parts)
 
-    def is_vf_expensive(self, t0, t1, y, args):
+    def is_vf_expensive(
+        self, t0: RealScalarLike, t1: RealScalarLike, y: Y, args: Args
+    ) -> bool:
         return any(term.is_vf_expensive(t0, t1, y, args) for term in self.terms)
 
 
@@ -128,32 +138,36 @@ class _DirectedTerm(AbstractTerm):
     term: AbstractTerm
     direction: jax.Array
 
-    def vf(self, t, y, args):
+    def vf(self, t: RealScalarLike, y: Y, args: Args) -> VF:
         out = self.term.vf(t * self.direction, y, args)
         if isinstance(self.term, ODETerm):
             out = jtu.tree_map(lambda v: scale(self.direction, v), out)
         return out
 
-    def contr(self, t0, t1, **kwargs):
+    def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs: Any) -> Control:
         if isinstance(self.term, ODETerm):
             return jnp.subtract(t1, t0)
         return self.term.contr(self.direction * t0, self.direction * t1, **kwargs)
 
-    def prod(self, vf, control):
+    def prod(self, vf: VF, control: Control) -> Y:
         return self.term.prod(vf, control)
 
-    def vf_prod(self, t, y, args, control):
+    def vf_prod(self, t: RealScalarLike, y: Y, args: Args, control: Control) -> Y:
         if isinstance(self.term, ODETerm):
             control = self.direction * control
         return self.term.vf_prod(t * self.direction, y, args, control)
 
-    def is_vf_expensive(self, t0, t1, y, args):
+    def is_vf_expensive(
+        self, t0: RealScalarLike, t1: RealScalarLike, y: Y, args: Args
+    ) -> bool:
         return self.term.is_vf_expensive(
             t0 * self.direction, t1 * self.direction, y, args
         )
 
 
-def _direct_terms(terms, direction):
+def _direct_terms(
+    terms: PyTree[AbstractTerm], direction: Array
+) -> PyTree[AbstractTerm]:
     """Wrap every leaf term (descending into `MultiTerm`) in `_DirectedTerm`."""
 
     def wrap(term):

@@ -1,6 +1,7 @@
 """`BacksolveAdjoint`: the continuous adjoint, solved backwards in time."""
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -8,18 +9,27 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from .._controller.base import AbstractAdaptiveStepSizeController, rms_norm
+from .._controller.base import (
+    AbstractAdaptiveStepSizeController,
+    AbstractStepSizeController,
+    rms_norm,
+)
 from .._controller.constant import ConstantStepSize
+from .._custom_types import Args, RealScalarLike, Y
 from .._errors import UnsupportedError
-from .._loop import layout
+from .._loop import State, layout
 from .._misc import stop_integer_tangents, widest_dtype, zero_cotangent
-from .._saveat import SubSaveAt, save_y
+from .._saveat import SaveAt, SubSaveAt, save_y
+from .._solver.base import AbstractSolver
 from .._term import AbstractTerm, ODETerm, _DirectedTerm
 from .base import AbstractAdjoint, closure_convert_terms
 
 
-def adjoint_rms_seminorm(x) -> jax.Array:
+def adjoint_rms_seminorm(
+    x: tuple[PyTree[ArrayLike], PyTree[ArrayLike], PyTree[ArrayLike]],
+) -> Float[Array, ""]:
     """The RMS norm of the state and its adjoint only, for the step-size
     controller of `BacksolveAdjoint`'s backward solve: the error in the
     parameters' adjoint (an integral of the other two) does not limit the step.
@@ -86,7 +96,7 @@ class BacksolveAdjoint(AbstractAdjoint):
     # hashable (e.g. a static argument of `jax.jit`).
     settings: tuple[tuple[str, Any], ...]
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any):
         for key in ("terms", "t0", "t1", "y0", "args", "saveat", "adjoint"):
             if key in kwargs:
                 raise ValueError(
@@ -100,12 +110,20 @@ class BacksolveAdjoint(AbstractAdjoint):
         """The keyword arguments of the backward `diffeqsolve`."""
         return dict(self.settings)
 
-    def prepare_terms(self, terms, t0, y0, args):
+    def prepare_terms(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> PyTree[AbstractTerm]:
         # Closed-over arrays become parameters the adjoint solve differentiates.
         return closure_convert_terms(terms, t0, y0, args)
 
     def check(
-        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+        self,
+        *,
+        saveat: SaveAt,
+        max_steps: int | None,
+        event: None,
+        solver: AbstractSolver,
+        stepsize_controller: AbstractStepSizeController | None = None,
     ) -> None:
         del max_steps, event, solver, stepsize_controller
         subs = jtu.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt))
@@ -121,7 +139,7 @@ class BacksolveAdjoint(AbstractAdjoint):
                     "`RecursiveCheckpointAdjoint`."
                 )
 
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         terms = kwargs["terms"]
         for term in jtu.tree_leaves(
             terms, is_leaf=lambda x: isinstance(x, AbstractTerm)

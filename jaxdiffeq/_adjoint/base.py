@@ -2,11 +2,18 @@
 differentiated."""
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax.tree_util as jtu
+from jaxtyping import PyTree
 
+from .._controller.base import AbstractStepSizeController
+from .._custom_types import Args, RealScalarLike, Y
+from .._loop import State
+from .._saveat import SaveAt
+from .._solver.base import AbstractSolver
 from .._term import AbstractTerm, MultiTerm, ODETerm
 
 
@@ -22,24 +29,32 @@ class AbstractAdjoint(eqx.Module):
     """
 
     @abc.abstractmethod
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         """Run the step loop `run(**kwargs)`, choosing its loop kind (and any
         custom differentiation rule around it)."""
 
-    def prepare_terms(self, terms, t0, y0, args):
+    def prepare_terms(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> PyTree[AbstractTerm]:
         """The terms the loop runs on. An adjoint that wraps the loop in a custom
         derivative rule returns them with closed-over arrays made explicit
         (`closure_convert_terms`); by default they are returned as they are."""
         del t0, y0, args
         return terms
 
-    def prepare_solver(self, solver):
+    def prepare_solver(self, solver: AbstractSolver) -> AbstractSolver:
         """The solver the loop runs (e.g. `ReversibleAdjoint` wraps a solver in
         `Reversible`); by default the solver itself. Never modifies `solver`."""
         return solver
 
     def check(
-        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+        self,
+        *,
+        saveat: SaveAt,
+        max_steps: int | None,
+        event: None,
+        solver: AbstractSolver,
+        stepsize_controller: AbstractStepSizeController | None = None,
     ) -> None:
         """Raise a `ValueError` naming the fix if this adjoint cannot
         differentiate a solve with these settings (checked before tracing)."""

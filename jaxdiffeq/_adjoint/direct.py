@@ -1,8 +1,13 @@
 """`DirectAdjoint`: a bounded loop that every JAX transformation can
 differentiate."""
 
+from collections.abc import Callable
 from typing import Any
 
+from .._controller.base import AbstractStepSizeController
+from .._loop import State
+from .._saveat import SaveAt
+from .._solver.base import AbstractSolver
 from .base import AbstractAdjoint
 
 
@@ -39,7 +44,13 @@ class DirectAdjoint(AbstractAdjoint):
     """
 
     def check(
-        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+        self,
+        *,
+        saveat: SaveAt,
+        max_steps: int | None,
+        event: None,
+        solver: AbstractSolver,
+        stepsize_controller: AbstractStepSizeController | None = None,
     ) -> None:
         del saveat, event, solver, stepsize_controller
         if max_steps is None:
@@ -48,5 +59,5 @@ class DirectAdjoint(AbstractAdjoint):
                 "many guarded iterations."
             )
 
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         return run(kind="bounded", checkpoints=None, **kwargs)

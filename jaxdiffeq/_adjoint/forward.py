@@ -1,7 +1,9 @@
 """`ForwardMode`: forward-mode differentiation through a plain loop."""
 
+from collections.abc import Callable
 from typing import Any
 
+from .._loop import State
 from .base import AbstractAdjoint
 
 
@@ -31,5 +33,5 @@ class ForwardMode(AbstractAdjoint):
     ```
     """
 
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         return run(kind="lax", checkpoints=None, **kwargs)

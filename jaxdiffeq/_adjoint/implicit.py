@@ -1,6 +1,7 @@
 """`ImplicitAdjoint`: gradients of a steady state by the implicit function
 theorem."""
 
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -10,7 +11,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
 
-from .._saveat import SubSaveAt
+from .._controller.base import AbstractStepSizeController
+from .._loop import State
+from .._saveat import SaveAt, SubSaveAt
+from .._solver.base import AbstractSolver
 from .base import AbstractAdjoint
 
 
@@ -55,7 +59,13 @@ class ImplicitAdjoint(AbstractAdjoint):
     tags: object = eqx.field(default=frozenset(), static=True)
 
     def check(
-        self, *, saveat, max_steps, event, solver, stepsize_controller=None
+        self,
+        *,
+        saveat: SaveAt,
+        max_steps: int | None,
+        event: None,
+        solver: AbstractSolver,
+        stepsize_controller: AbstractStepSizeController | None = None,
     ) -> None:
         del max_steps, event, solver, stepsize_controller
         subs = jtu.tree_leaves(saveat.subs, is_leaf=_is_sub)
@@ -71,7 +81,7 @@ class ImplicitAdjoint(AbstractAdjoint):
                 "differentiates the steady state at `t1`."
             )
 
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         terms, args, t1, direction = (
             kwargs["terms"],
             kwargs["args"],

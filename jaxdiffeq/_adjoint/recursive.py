@@ -1,10 +1,15 @@
 """`RecursiveCheckpointAdjoint`: reverse mode through the step loop with online
 checkpointing."""
 
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+from jaxtyping import PyTree
 
+from .._custom_types import Args, RealScalarLike, Y
+from .._loop import State
+from .._term import AbstractTerm
 from .._while import check_checkpoints
 from .base import AbstractAdjoint, closure_convert_terms
 
@@ -66,10 +71,12 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     def __check_init__(self):
         check_checkpoints(self.checkpoints)
 
-    def prepare_terms(self, terms, t0, y0, args):
+    def prepare_terms(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> PyTree[AbstractTerm]:
         # The checkpointed loop is a `custom_vjp`: what it closes over must be
         # explicit.
         return closure_convert_terms(terms, t0, y0, args)
 
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         return run(kind="checkpointed", checkpoints=self.checkpoints, **kwargs)

@@ -1,6 +1,7 @@
 """`ReversibleAdjoint`: exact gradients in constant memory, by undoing the steps
 of an algebraically reversible solver."""
 
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -10,13 +11,17 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax import custom_batching
 from jax.custom_derivatives import SymbolicZero
+from jaxtyping import PyTree
 
+from .._controller.base import AbstractStepSizeController
 from .._controller.constant import ConstantStepSize, step_time
+from .._custom_types import Args, RealScalarLike, Y
 from .._loop import State, layout, t1_row_written, value_in_step
 from .._misc import instantiate_zero, stop_integer_tangents, where, zero_cotangent
-from .._saveat import SubSaveAt
+from .._saveat import SaveAt, SubSaveAt
 from .._solver.base import AbstractReversibleSolver, AbstractSolver, is_directly
 from .._solver.reversible import Reversible
+from .._term import AbstractTerm
 from .base import AbstractAdjoint, closure_convert_terms
 
 
@@ -102,11 +107,21 @@ class ReversibleAdjoint(AbstractAdjoint):
             return solver
         return Reversible(solver)
 
-    def prepare_terms(self, terms, t0, y0, args):
+    def prepare_terms(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> PyTree[AbstractTerm]:
         # The backward pass is a custom rule: closed-over arrays must be explicit.
         return closure_convert_terms(terms, t0, y0, args)
 
-    def check(self, *, saveat, max_steps, event, solver, stepsize_controller=None):
+    def check(
+        self,
+        *,
+        saveat: SaveAt,
+        max_steps: int | None,
+        event: None,
+        solver: AbstractSolver,
+        stepsize_controller: AbstractStepSizeController | None = None,
+    ) -> None:
         if event is not None:
             raise ValueError(
                 "`ReversibleAdjoint` does not support events; use "
@@ -140,7 +155,7 @@ class ReversibleAdjoint(AbstractAdjoint):
                     "`ReversibleAdjoint`."
                 )
 
-    def loop(self, run, **kwargs) -> Any:
+    def loop(self, run: Callable[..., State], **kwargs: Any) -> State:
         every = self.checkpoint_every
         arrays, static = eqx.partition(kwargs, eqx.is_array)
 

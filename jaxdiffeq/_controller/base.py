@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from .._custom_types import VF, Args, BoolScalarLike, RealScalarLike, Y
 from .._misc import real_dtype, widest_dtype
 from .._results import RESULTS
+from .._term import AbstractTerm
 
 ControllerState = PyTree[Any]
 
@@ -23,7 +24,8 @@ class AbstractStepSizeController(eqx.Module):
 
     - `wrap(direction)`: the same controller for integration on the reversed time
       axis `tau = direction * t` (flip any stored times); the loop always runs
-      forwards in `tau`.
+      forwards in `tau`. `diffeqsolve` passes `direction` as `1` or `-1` in the
+      time dtype.
     - `init(terms, t0, t1, y0, dt0, args, func, error_order)` returns
       `(tnext, controller_state)`: the end of the first step and the state.
     - `adapt_step_size(t0, t1, y0, y1_candidate, args, y_error, error_order,
@@ -34,20 +36,20 @@ class AbstractStepSizeController(eqx.Module):
       vector field, the new state and a `RESULTS` code.
     """
 
-    def wrap(self, direction) -> "AbstractStepSizeController":
+    def wrap(self, direction: RealScalarLike) -> "AbstractStepSizeController":
         del direction
         return self
 
     @abc.abstractmethod
     def init(
         self,
-        terms,
+        terms: PyTree[AbstractTerm],
         t0: RealScalarLike,
         t1: RealScalarLike,
         y0: Y,
         dt0: RealScalarLike | None,
         args: Args,
-        func: Callable,
+        func: Callable[[PyTree[AbstractTerm], RealScalarLike, Y, Args], VF],
         error_order: RealScalarLike | None,
     ) -> tuple[RealScalarLike, ControllerState]:
         """The end of the first step and the initial state."""

@@ -1,12 +1,17 @@
 """`ClipStepSizeController`: make another controller land on given times."""
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Real
+from jaxtyping import Array, ArrayLike, PyTree, Real
 
+from .._custom_types import VF, Args, BoolScalarLike, RealScalarLike, Y
 from .._misc import where
-from .base import AbstractStepSizeController
+from .._results import RESULTS
+from .._term import AbstractTerm
+from .base import AbstractStepSizeController, ControllerState
 
 
 def _as_sorted_times(ts, name):
@@ -106,7 +111,7 @@ class ClipStepSizeController(AbstractStepSizeController):
         self.jump_ts = _as_sorted_times(jump_ts, "jump_ts")
         self.store_rejected_steps = store_rejected_steps
 
-    def wrap(self, direction):
+    def wrap(self, direction: RealScalarLike) -> AbstractStepSizeController:
         # On the reversed axis the times change sign, so their order reverses too.
         def flip(ts):
             if ts is None:
@@ -120,10 +125,20 @@ class ClipStepSizeController(AbstractStepSizeController):
             self.store_rejected_steps,
         )
 
-    def can_jump(self):
+    def can_jump(self) -> bool:
         return self.jump_ts is not None or self.controller.can_jump()
 
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        dt0: RealScalarLike | None,
+        args: Args,
+        func: Callable[[PyTree[AbstractTerm], RealScalarLike, Y, Args], VF],
+        error_order: RealScalarLike | None,
+    ) -> tuple[RealScalarLike, ControllerState]:
         tnext, state = self.controller.init(
             terms, t0, t1, y0, dt0, args, func, error_order
         )
@@ -131,8 +146,23 @@ class ClipStepSizeController(AbstractStepSizeController):
         return tnext, (state, jnp.asarray(ends_at_jump))
 
     def adapt_step_size(
-        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
-    ):
+        self,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        y1_candidate: Y,
+        args: Args,
+        y_error: Y | None,
+        error_order: RealScalarLike | None,
+        controller_state: ControllerState,
+    ) -> tuple[
+        BoolScalarLike,
+        RealScalarLike,
+        RealScalarLike,
+        BoolScalarLike,
+        ControllerState,
+        RESULTS,
+    ]:
         inner_state, ends_at_jump = controller_state
         keep, next_t0, next_t1, made_jump, inner_state, result = (
             self.controller.adapt_step_size(

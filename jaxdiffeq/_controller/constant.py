@@ -1,13 +1,17 @@
 """Controllers that do not adapt: `ConstantStepSize` and `StepTo`."""
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Real
+from jaxtyping import Array, ArrayLike, PyTree, Real
 
+from .._custom_types import VF, Args, BoolScalarLike, RealScalarLike, Y
 from .._errors import InvalidValueError
 from .._results import RESULTS
-from .base import AbstractStepSizeController
+from .._term import AbstractTerm
+from .base import AbstractStepSizeController, ControllerState
 
 
 class ConstantStepSize(AbstractStepSizeController):
@@ -27,7 +31,17 @@ class ConstantStepSize(AbstractStepSizeController):
     ```
     """
 
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        dt0: RealScalarLike | None,
+        args: Args,
+        func: Callable[[PyTree[AbstractTerm], RealScalarLike, Y, Args], VF],
+        error_order: RealScalarLike | None,
+    ) -> tuple[RealScalarLike, ControllerState]:
         del terms, t1, y0, args, func, error_order
         if dt0 is None:
             raise ValueError(
@@ -39,8 +53,23 @@ class ConstantStepSize(AbstractStepSizeController):
         return step_time((t0, dt0, one)), (t0, dt0, one)
 
     def adapt_step_size(
-        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
-    ):
+        self,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        y1_candidate: Y,
+        args: Args,
+        y_error: Y | None,
+        error_order: RealScalarLike | None,
+        controller_state: ControllerState,
+    ) -> tuple[
+        BoolScalarLike,
+        RealScalarLike,
+        RealScalarLike,
+        BoolScalarLike,
+        ControllerState,
+        RESULTS,
+    ]:
         del t0, y0, y1_candidate, args, y_error, error_order
         start, dt0, n = controller_state
         state = (start, dt0, n + 1)
@@ -93,12 +122,22 @@ class StepTo(AbstractStepSizeController):
                 )
         self.ts = ts
 
-    def wrap(self, direction):
+    def wrap(self, direction: RealScalarLike) -> AbstractStepSizeController:
         # In the time dtype (`direction`'s), e.g. for integer `ts`.
         ts = self.ts.astype(jnp.result_type(direction)) * direction
         return eqx.tree_at(lambda c: c.ts, self, ts)
 
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        dt0: RealScalarLike | None,
+        args: Args,
+        func: Callable[[PyTree[AbstractTerm], RealScalarLike, Y, Args], VF],
+        error_order: RealScalarLike | None,
+    ) -> tuple[RealScalarLike, ControllerState]:
         del terms, y0, args, func, error_order
         if dt0 is not None:
             raise ValueError(
@@ -118,8 +157,23 @@ class StepTo(AbstractStepSizeController):
         return ts[1], jnp.asarray(2, dtype=jnp.int32)
 
     def adapt_step_size(
-        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
-    ):
+        self,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        y1_candidate: Y,
+        args: Args,
+        y_error: Y | None,
+        error_order: RealScalarLike | None,
+        controller_state: ControllerState,
+    ) -> tuple[
+        BoolScalarLike,
+        RealScalarLike,
+        RealScalarLike,
+        BoolScalarLike,
+        ControllerState,
+        RESULTS,
+    ]:
         del t0, y0, y1_candidate, args, y_error, error_order
         index = jnp.minimum(controller_state, self.ts.shape[0] - 1)
         return (

@@ -1,6 +1,7 @@
 """`PIDController`: adaptive step sizes from the solver's local error estimate."""
 
 from collections.abc import Callable
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -9,12 +10,18 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import ArrayLike
+from jaxtyping import Array, ArrayLike, PyTree
 
-from .._custom_types import RealScalarLike
+from .._custom_types import VF, Args, BoolScalarLike, RealScalarLike, Y
 from .._misc import all_lanes, min_lane, real_dtype, scale, where, widest_dtype
 from .._results import RESULTS
-from .base import AbstractAdaptiveStepSizeController, rms_norm
+from .._term import AbstractTerm
+from .base import (
+    AbstractAdaptiveStepSizeController,
+    AbstractStepSizeController,
+    ControllerState,
+    rms_norm,
+)
 from .clip import _as_sorted_times, clip_to_times, restart_after_jump
 
 
@@ -154,7 +161,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
                     f"no step is ever accurate enough); {got}"
                 )
 
-    def wrap(self, direction):
+    def wrap(self, direction: RealScalarLike) -> AbstractStepSizeController:
         def flip(ts):
             if ts is None:
                 return None
@@ -168,7 +175,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
             is_leaf=lambda x: x is None,
         )
 
-    def can_jump(self):
+    def can_jump(self) -> bool:
         return self.jump_ts is not None
 
     def _error_order(self, error_order):
@@ -187,7 +194,17 @@ class PIDController(AbstractAdaptiveStepSizeController):
         jump_ts = None if self.jump_ts is None else jnp.asarray(self.jump_ts)
         return clip_to_times(next_t0, next_t1, step_ts, jump_ts, ends_at_jump)
 
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        dt0: RealScalarLike | None,
+        args: Args,
+        func: Callable[[PyTree[AbstractTerm], RealScalarLike, Y, Args], VF],
+        error_order: RealScalarLike | None,
+    ) -> tuple[RealScalarLike, ControllerState]:
         del t1
         if not (_is_concrete(self.rtol) and _is_concrete(self.atol)):
             # Traced tolerances: the same check at run time.
@@ -213,7 +230,8 @@ class PIDController(AbstractAdaptiveStepSizeController):
             )
             dt0 = lax.stop_gradient(dt0)
             if self.unvmap_dt:
-                dt0 = min_lane(dt0)
+                # (`cast`: `min_lane` is a `custom_vmap`, untyped.)
+                dt0 = cast(Array, min_lane(dt0))
         if self.dtmax is not None:
             dt0 = jnp.minimum(dt0, self.dtmax)
         if self.dtmin is not None:
@@ -226,8 +244,23 @@ class PIDController(AbstractAdaptiveStepSizeController):
         return tnext, state
 
     def adapt_step_size(
-        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
-    ):
+        self,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        y1_candidate: Y,
+        args: Args,
+        y_error: Y | None,
+        error_order: RealScalarLike | None,
+        controller_state: ControllerState,
+    ) -> tuple[
+        BoolScalarLike,
+        RealScalarLike,
+        RealScalarLike,
+        BoolScalarLike,
+        ControllerState,
+        RESULTS,
+    ]:
         del args
         if y_error is None:
             raise ValueError(

@@ -2,7 +2,7 @@
 
 import abc
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import equinox as eqx
 from jaxtyping import PyTree
@@ -13,6 +13,7 @@ from .._results import RESULTS
 from .._term import AbstractTerm
 
 SolverState = PyTree[Any]
+_T = TypeVar("_T")
 
 
 class _SolverMeta(type(eqx.Module)):
@@ -40,7 +41,7 @@ class _SolverMeta(type(eqx.Module)):
 _metaclass: dict[str, Any] = dict(metaclass=_SolverMeta)
 
 
-def is_directly(solver: Any, cls: type) -> bool:
+def is_directly(solver: Any, cls: type[_T]) -> TypeGuard[_T]:
     """`isinstance(solver, cls)` for the solver itself, not for a solver it wraps
     (e.g. whether `solver` implements `AbstractReversibleSolver.backward_step`)."""
     return issubclass(type(solver), cls)

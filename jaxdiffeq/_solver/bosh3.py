@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
+from .._term import AbstractTerm
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: Bogacki & Shampine (1989). b_error = b_sol - b_embedded, with the
@@ -48,6 +49,6 @@ class Bosh3(AbstractRungeKutta):
     tableau: ClassVar[ButcherTableau] = _tableau
     interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 3

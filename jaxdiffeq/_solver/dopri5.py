@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._interpolation import AbstractStagePolynomialInterpolation
+from .._term import AbstractTerm
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: Dormand & Prince (1980), the pair RK5(4)7M. The last row of `a`
@@ -102,6 +103,6 @@ class Dopri5(AbstractRungeKutta):
     tableau: ClassVar[ButcherTableau] = _tableau
     interpolation_cls: ClassVar = _Dopri5Interpolation
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 5

@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._interpolation import AbstractStagePolynomialInterpolation
+from .._term import AbstractTerm
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: Prince & Dormand (1981), RK8(7)13M, in their published rational
@@ -173,6 +174,6 @@ class Dopri8(AbstractRungeKutta):
     tableau: ClassVar[ButcherTableau] = _tableau
     interpolation_cls: ClassVar = _Dopri8Interpolation
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 8

@@ -4,6 +4,7 @@ from typing import ClassVar
 
 import jax.tree_util as jtu
 
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import LocalLinearInterpolation
 from .._results import RESULTS
 from .._term import AbstractTerm
@@ -32,24 +33,40 @@ class Euler(AbstractItoSolver):
     term_structure: ClassVar = AbstractTerm
     interpolation_cls: ClassVar = LocalLinearInterpolation
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 1
 
-    def strong_order(self, terms):
+    def strong_order(self, terms: AbstractTerm) -> float:
         del terms
         return 0.5
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> None:
         del terms, t0, t1, y0, args
         return None
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: None,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, None, DenseInfo, None, RESULTS]:
         del solver_state, made_jump
         control = terms.contr(t0, t1)
         increment = terms.vf_prod(t0, y0, args, control)
         y1 = jtu.tree_map(lambda y, dy: y + dy, y0, increment)
         return y1, None, dict(y0=y0, y1=y1), None, RESULTS.successful
 
-    def func(self, terms, t0, y0, args):
+    def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)

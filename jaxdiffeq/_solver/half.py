@@ -2,9 +2,17 @@
 
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import PyTree
 
-from .._results import update_result
-from .base import AbstractAdaptiveSolver, AbstractSolver, AbstractWrappedSolver
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
+from .._results import RESULTS, update_result
+from .._term import AbstractTerm
+from .base import (
+    AbstractAdaptiveSolver,
+    AbstractSolver,
+    AbstractWrappedSolver,
+    SolverState,
+)
 
 
 class HalfSolver(AbstractAdaptiveSolver, AbstractWrappedSolver):
@@ -36,25 +44,41 @@ class HalfSolver(AbstractAdaptiveSolver, AbstractWrappedSolver):
         return self.solver.term_structure
 
     @property
-    def interpolation_cls(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+    def interpolation_cls(self):  # pyright: ignore[reportIncompatibleMethodOverride]
         return self.solver.interpolation_cls
 
-    def order(self, terms):
+    def order(self, terms: PyTree[AbstractTerm]) -> int | None:
         return self.solver.order(terms)
 
-    def strong_order(self, terms):
+    def strong_order(self, terms: PyTree[AbstractTerm]) -> float | None:
         return self.solver.strong_order(terms)
 
-    def error_order(self, terms):
+    def error_order(self, terms: PyTree[AbstractTerm]) -> float | None:
         # The step-doubling estimate is the local error of the method itself,
         # O(h^(p+1)); not the embedded-pair exponent of the wrapped solver.
         order = self.solver.order(terms)
         return None if order is None else order + 1
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> SolverState:
         return self.solver.init(terms, t0, t1, y0, args)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y | None, DenseInfo, SolverState, RESULTS]:
         tmid = t0 + 0.5 * jnp.subtract(t1, t0)
         y_full, _, dense_info, _, result_full = self.solver.step(
             terms, t0, t1, y0, args, solver_state, made_jump
@@ -71,5 +95,7 @@ class HalfSolver(AbstractAdaptiveSolver, AbstractWrappedSolver):
         result = update_result(update_result(result_full, result_mid), result)
         return y1, y_error, dense_info, state, result
 
-    def func(self, terms, t0, y0, args):
+    def func(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> VF:
         return self.solver.func(terms, t0, y0, args)

@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
+from .._term import AbstractTerm
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: the standard two-stage tableau; the error estimate compares with
@@ -38,6 +39,6 @@ class Heun(AbstractRungeKutta):
     tableau: ClassVar[ButcherTableau] = _tableau
     interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 2

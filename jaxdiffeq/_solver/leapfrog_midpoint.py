@@ -1,14 +1,18 @@
 """The leapfrog/midpoint method."""
 
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import LocalLinearInterpolation
 from .._results import RESULTS
 from .._term import AbstractTerm
 from .base import AbstractReversibleSolver
+
+# The previous point `(t_{n-1}, y_{n-1})`.
+_SolverState: TypeAlias = tuple[RealScalarLike, Y]
 
 
 class LeapfrogMidpoint(AbstractReversibleSolver):
@@ -43,18 +47,34 @@ class LeapfrogMidpoint(AbstractReversibleSolver):
     interpolation_cls: ClassVar = LocalLinearInterpolation
     constant_steps_only: ClassVar[bool] = True
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 2
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> _SolverState:
         # One Euler step back from t0: then the first two-step update is exactly
         # an Euler step forwards, and every step (the first included) is undone
         # by the same formula.
         back = terms.vf_prod(t0, y0, args, terms.contr(t1, t0))
         return 2 * jnp.asarray(t0) - t1, jtu.tree_map(lambda y, d: y + d, y0, back)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: _SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, None, DenseInfo, _SolverState, RESULTS]:
         del made_jump
         tm1, ym1 = solver_state
         increment = terms.vf_prod(t0, y0, args, terms.contr(tm1, t1))
@@ -62,7 +82,16 @@ class LeapfrogMidpoint(AbstractReversibleSolver):
         dense_info = dict(y0=y0, y1=y1)
         return y1, None, dense_info, (t0, y0), RESULTS.successful
 
-    def backward_step(self, terms, t0, t1, y1, args, solver_state, made_jump):
+    def backward_step(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y1: Y,
+        args: Args,
+        solver_state: _SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, DenseInfo, _SolverState, RESULTS]:
         del made_jump
         t0_state, y0 = solver_state
         del t0_state  # equal to t0
@@ -72,5 +101,5 @@ class LeapfrogMidpoint(AbstractReversibleSolver):
         dense_info = dict(y0=y0, y1=y1)
         return y0, dense_info, (tm1, ym1), RESULTS.successful
 
-    def func(self, terms, t0, y0, args):
+    def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)

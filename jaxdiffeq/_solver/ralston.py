@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
+from .._term import AbstractTerm
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: the standard two-stage tableau; the error estimate compares with
@@ -41,6 +42,6 @@ class Ralston(AbstractRungeKutta):
         ThirdOrderHermitePolynomialInterpolation.from_first_stage
     )
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 2

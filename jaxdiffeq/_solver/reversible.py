@@ -5,11 +5,13 @@ import functools
 
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
 
-from .._custom_types import RealScalarLike, Y
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import AbstractLocalInterpolation, _fraction
 from .._misc import scale
-from .._results import update_result
+from .._results import RESULTS, update_result
+from .._term import AbstractTerm
 from .base import (
     AbstractImplicitSolver,
     AbstractReversibleSolver,
@@ -36,7 +38,9 @@ class _CoupledInterpolation(AbstractLocalInterpolation):
     offset: Y  # y0 - z0
     coupling: float
 
-    def evaluate(self, t0, t1=None, left=True):
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
         if t1 is not None:
             a = self.evaluate(t0, left=left)
             b = self.evaluate(t1, left=left)
@@ -140,25 +144,39 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         return self.solver.term_structure
 
     @property
-    def interpolation_cls(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+    def interpolation_cls(self):  # pyright: ignore[reportIncompatibleMethodOverride]
         return functools.partial(
             _coupled_interpolation, self.solver.interpolation_cls, self.coupling
         )
 
-    def order(self, terms):
+    def order(self, terms: PyTree[AbstractTerm]) -> int | None:
         return self.solver.order(terms)
 
-    def strong_order(self, terms):
+    def strong_order(self, terms: PyTree[AbstractTerm]) -> float | None:
         return self.solver.strong_order(terms)
 
-    def error_order(self, terms):
+    def error_order(self, terms: PyTree[AbstractTerm]) -> float | None:
         return self.solver.error_order(terms)
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> Y:
         del terms, t0, t1, args
         return y0
 
-    def increment(self, terms, t0, t1, y0, args):
+    def increment(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> tuple[Y, Y | None, DenseInfo, RESULTS]:
         """`Phi(t0 -> t1, y0)`, the wrapped solver's step from a fresh state (its
         `init` at `(t0, y0)`): `(y1 - y0, y_error, dense_info, result)`."""
         state = self.solver.init(terms, t0, t1, y0, args)
@@ -168,7 +186,16 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         increment = jtu.tree_map(lambda a, b: a - b, y1, y0)
         return increment, y_error, dense_info, result
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: Y,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y | None, DenseInfo, Y, RESULTS]:
         del made_jump
         lam = self.coupling
         z0 = solver_state
@@ -192,7 +219,16 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         )
         return y1, y_error, dense_info, z1, update_result(result_f, result_b)
 
-    def backward_step(self, terms, t0, t1, y1, args, solver_state, made_jump):
+    def backward_step(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y1: Y,
+        args: Args,
+        solver_state: Y,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, DenseInfo, Y, RESULTS]:
         del made_jump
         lam = self.coupling
         z1 = solver_state
@@ -210,5 +246,7 @@ class Reversible(AbstractReversibleSolver, AbstractWrappedSolver):
         )
         return y0, dense_info, z0, update_result(result_b, result_f)
 
-    def func(self, terms, t0, y0, args):
+    def func(
+        self, terms: PyTree[AbstractTerm], t0: RealScalarLike, y0: Y, args: Args
+    ) -> VF:
         return self.solver.func(terms, t0, y0, args)

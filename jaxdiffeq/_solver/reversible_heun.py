@@ -1,9 +1,10 @@
 """The reversible Heun method."""
 
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 import jax.tree_util as jtu
 
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import LocalLinearInterpolation
 from .._results import RESULTS
 from .._term import AbstractTerm
@@ -12,6 +13,9 @@ from .base import (
     AbstractReversibleSolver,
     AbstractStratonovichSolver,
 )
+
+# The auxiliary state `ŷ` and the vector field `f(t, ŷ)` there.
+_SolverState: TypeAlias = tuple[Y, VF]
 
 
 class ReversibleHeun(
@@ -51,19 +55,35 @@ class ReversibleHeun(
     term_structure: ClassVar = AbstractTerm
     interpolation_cls: ClassVar = LocalLinearInterpolation
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 2
 
-    def strong_order(self, terms):
+    def strong_order(self, terms: AbstractTerm) -> float:
         del terms
         return 0.5
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> _SolverState:
         del t1
         return y0, terms.vf(t0, y0, args)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: _SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y, DenseInfo, _SolverState, RESULTS]:
         del made_jump
         yhat0, f0 = solver_state
         control = terms.contr(t0, t1)
@@ -78,7 +98,16 @@ class ReversibleHeun(
         dense_info = dict(y0=y0, y1=y1)
         return y1, y_error, dense_info, (yhat1, f1), RESULTS.successful
 
-    def backward_step(self, terms, t0, t1, y1, args, solver_state, made_jump):
+    def backward_step(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y1: Y,
+        args: Args,
+        solver_state: _SolverState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, DenseInfo, _SolverState, RESULTS]:
         del made_jump
         yhat1, f1 = solver_state
         control = terms.contr(t0, t1)
@@ -91,5 +120,5 @@ class ReversibleHeun(
         dense_info = dict(y0=y0, y1=y1)
         return y0, dense_info, (yhat0, f0), RESULTS.successful
 
-    def func(self, terms, t0, y0, args):
+    def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)

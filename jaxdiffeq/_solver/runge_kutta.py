@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._results import RESULTS
 from .._term import AbstractTerm
 from .base import AbstractAdaptiveSolver
@@ -35,7 +36,7 @@ class ButcherTableau(eqx.Module):
 
     **Arguments:** `c` (length `s - 1`: the nodes of stages 2 .. s), `b_sol`
     (length `s`), `b_error` (length `s`, or `None` for a method without an error
-    estimate), `a_lower` (a tuple whose entry `i` has length `i + 1`), and `c1` (the
+    estimate; `AbstractRungeKutta` needs one and raises without it), `a_lower` (a tuple whose entry `i` has length `i + 1`), and `c1` (the
     node of the first stage, normally 0). `a_diagonal` and `a_predictor` are the
     fields of diagonally implicit methods; only `None` is supported here.
 
@@ -186,16 +187,32 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
                 f"`scan_kind` must be one of {_SCAN_KINDS}, got {self.scan_kind!r}."
             )
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+    ) -> VF | None:
         del t1
         if self.tableau.fsal:
             return terms.vf(t0, y0, args)
         return None
 
-    def func(self, terms, t0, y0, args):
+    def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: VF | None,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y, DenseInfo, VF | None, RESULTS]:
         tableau = self.tableau
         if tableau.b_error is None:
             raise ValueError("`AbstractRungeKutta` needs an embedded error estimate.")
@@ -248,7 +265,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             )
 
         if fsal:
-            f_buf = store(f_buf, f0, 0)
+            f_buf = store(f_buf, f_struct, 0)  # f_struct is f0 when fsal
 
         def stage(buf, xs):
             i, a_row, node = xs

@@ -4,6 +4,7 @@ from typing import ClassVar
 
 import jax.tree_util as jtu
 
+from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import LocalLinearInterpolation
 from .._results import RESULTS
 from .._term import AbstractTerm
@@ -38,15 +39,31 @@ class SemiImplicitEuler(AbstractReversibleSolver):
     term_structure: ClassVar = (AbstractTerm, AbstractTerm)
     interpolation_cls: ClassVar = LocalLinearInterpolation
 
-    def order(self, terms):
+    def order(self, terms: tuple[AbstractTerm, AbstractTerm]) -> int:
         del terms
         return 1
 
-    def init(self, terms, t0, t1, y0, args):
+    def init(
+        self,
+        terms: tuple[AbstractTerm, AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: tuple[Y, Y],
+        args: Args,
+    ) -> None:
         del terms, t0, t1, y0, args
         return None
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def step(
+        self,
+        terms: tuple[AbstractTerm, AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: tuple[Y, Y],
+        args: Args,
+        solver_state: None,
+        made_jump: BoolScalarLike,
+    ) -> tuple[tuple[Y, Y], None, DenseInfo, None, RESULTS]:
         del solver_state, made_jump
         term_1, term_2 = terms
         y0_1, y0_2 = y0
@@ -57,7 +74,16 @@ class SemiImplicitEuler(AbstractReversibleSolver):
         y1 = (y1_1, y1_2)
         return y1, None, dict(y0=y0, y1=y1), None, RESULTS.successful
 
-    def backward_step(self, terms, t0, t1, y1, args, solver_state, made_jump):
+    def backward_step(
+        self,
+        terms: tuple[AbstractTerm, AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y1: tuple[Y, Y],
+        args: Args,
+        solver_state: None,
+        made_jump: BoolScalarLike,
+    ) -> tuple[tuple[Y, Y], DenseInfo, None, RESULTS]:
         del solver_state, made_jump
         term_1, term_2 = terms
         y1_1, y1_2 = y1
@@ -68,7 +94,13 @@ class SemiImplicitEuler(AbstractReversibleSolver):
         y0 = (y0_1, y0_2)
         return y0, dict(y0=y0, y1=y1), None, RESULTS.successful
 
-    def func(self, terms, t0, y0, args):
+    def func(
+        self,
+        terms: tuple[AbstractTerm, AbstractTerm],
+        t0: RealScalarLike,
+        y0: tuple[Y, Y],
+        args: Args,
+    ) -> tuple[VF, VF]:
         term_1, term_2 = terms
         y0_1, y0_2 = y0
         return term_1.vf(t0, y0_2, args), term_2.vf(t0, y0_1, args)

@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._interpolation import AbstractStagePolynomialInterpolation
+from .._term import AbstractTerm
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 # Coefficients: Tsitouras (2011), Table 1, written with more digits than float64
@@ -132,6 +133,6 @@ class Tsit5(AbstractRungeKutta):
     tableau: ClassVar[ButcherTableau] = _tableau
     interpolation_cls: ClassVar = _Tsit5Interpolation
 
-    def order(self, terms):
+    def order(self, terms: AbstractTerm) -> int:
         del terms
         return 5

@@ -1,0 +1,1 @@
+"""The step-size controllers: one per file."""
