@@ -738,18 +738,21 @@ def test_new_values_do_not_recompile():
             stepsize_controller=pid(),
         )
 
+    # The inputs are made before logging starts: computing them compiles small
+    # programs of their own (e.g. `2 * Y0`) when no earlier test has.
+    first_inputs = (Y0, jnp.asarray(0.5), 1.0, 0.1, jnp.linspace(0.0, 1.0, 4))
+    second_inputs = (2 * Y0, jnp.asarray(-0.5), 2.0, 0.2, jnp.linspace(0.5, 2.0, 4))
+    jax.block_until_ready((first_inputs, second_inputs))
     log = _CompileLog()
     logger = logging.getLogger("jax")
     logger.addHandler(log)
     try:
         with jax.log_compiles():
-            first = solve(Y0, jnp.asarray(0.5), 1.0, 0.1, jnp.linspace(0.0, 1.0, 4))
+            first = solve(*first_inputs)
             jax.block_until_ready(first.ys)
             first_compiles = log.compiles()
             log.messages.clear()
-            second = solve(
-                2 * Y0, jnp.asarray(-0.5), 2.0, 0.2, jnp.linspace(0.5, 2.0, 4)
-            )
+            second = solve(*second_inputs)
             jax.block_until_ready(second.ys)
             second_compiles = log.compiles()
     finally:
