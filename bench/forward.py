@@ -27,6 +27,7 @@ jax.config.update("jax_enable_compilation_cache", False)
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
+import large_states  # noqa: E402
 import numpy as np  # noqa: E402
 from common import ratio, summary, time_interleaved, verdict  # noqa: E402
 
@@ -491,6 +492,7 @@ def report(results, meta):
     print("=" * 78)
     printers = {"a": report_a, "b": report_b, "c": report_c, "d": report_d}
     printers["e"] = report_e
+    printers["f"] = large_states.report
     for key, res in results.items():
         printers[key](res)
     print("=" * 78)
@@ -506,7 +508,7 @@ def main():
         help="Runge-Kutta method (default Tsit5; Bosh3 if jaxdiffeq lacks Tsit5)",
     )
     parser.add_argument(
-        "--cases", default="abcde", help="which cases to run, e.g. 'ae' (default all)"
+        "--cases", default="abcdef", help="which cases to run, e.g. 'ae' (default all)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
     cfg = parser.parse_args()
@@ -540,6 +542,7 @@ def main():
         "c": case_c_fixed,
         "d": case_d_compile,
         "e": case_e_growth,
+        "f": large_states.run_case,
     }
     results = {}
     for key, case in cases.items():
