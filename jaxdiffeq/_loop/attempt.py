@@ -1,0 +1,151 @@
+"""One step attempt: the solver's step, the controller's decision, the result
+codes, and the masked update of the small per-step state."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from .._misc import lane_mask, where
+from .._results import RESULTS
+from .config import Env, Settings
+from .outputs import any_ts_pending
+from .state import LastStep, StepState, tree_where
+
+
+# One jitted view of the solver step, shared by the shape query and the loop body
+# (and by every trace of the loop's functions): later uses are hits in JAX's trace
+# cache, which saves tracing the step (and the vector field) again at compile
+# time. Callers cast arguments to fixed dtypes so that uses have equal avals.
+@eqx.filter_jit
+def _solver_step(solver, terms, args, tprev, tnext, y, state, jump):
+    return solver.step(terms, tprev, tnext, y, args, state, jump)
+
+
+def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
+    jump = jump if cfg.can_jump else False
+    return _solver_step(env.solver, env.terms, env.args, tprev, tnext, y, state, jump)
+
+
+def unfinished(cfg: Settings, env: Env, step: StepState):
+    pred = (step.tprev < env.t1) & (step.result == RESULTS.successful.value)
+    if cfg.max_steps is not None:
+        pred = pred & (step.num_steps < cfg.max_steps)
+    return pred
+
+
+def _next_times(env: Env, keep_step, next_tprev, next_tnext):
+    """The controller's proposal, clipped to `t1`: a step that would end within
+    ~100 ulp of `t1` is stretched to end there."""
+    next_tprev = jnp.minimum(next_tprev, env.t1)
+    clip = next_tnext > env.t1_floor
+    next_tnext = where(
+        clip,
+        where(keep_step, env.t1, next_tprev + 0.5 * (env.t1 - next_tprev)),
+        next_tnext,
+    )
+    return next_tprev, next_tnext
+
+
+def _result_code(env: Env, step, codes, y1, keep_step, next_tprev, next_tnext):
+    """The step's `RESULTS` code: the first failure of the solver or the
+    controller, a non-finite accepted state, or no progress possible."""
+    result = step.result
+    for code in codes:
+        if isinstance(code, RESULTS):
+            code = code.value
+        result = where(result == 0, code, result)
+    finite = jnp.asarray(True)
+    for x in jtu.tree_leaves(y1):
+        finite = finite & jnp.all(jnp.isfinite(x))
+    result = where(
+        (result == 0) & keep_step & ~finite, RESULTS.nonfinite_value.value, result
+    )
+    # No progress possible (the step size underflowed, e.g. after repeated NaN
+    # errors): stop with a failure instead of spinning until max_steps.
+    stuck = (next_tnext <= next_tprev) & (next_tprev < env.t1)
+    return where((result == 0) & stuck, RESULTS.dt_min_reached.value, result)
+
+
+def _progress(cfg: Settings, env: Env, step: StepState, advance, next_tprev):
+    if not cfg.use_progress:
+        return None
+    reached = where(advance, next_tprev, step.tprev)
+    fraction = where(env.t1 > env.t0, (reached - env.t0) / (env.t1 - env.t0), 1.0)
+    return cfg.progress_meter.step(step.progress_state, fraction)
+
+
+def attempt_step(
+    cfg: Settings, env: Env, step: StepState, hold=None
+) -> tuple[StepState, LastStep]:
+    """Attempt one step, let the controller decide on it, and update the small
+    state (masked, for lanes that have finished, and where `hold`)."""
+    active = lane_mask(unfinished(cfg, env, step))
+    if hold is not None:
+        active = active & ~hold
+    y1, y_error, dense_info, new_solver_state, solver_result = solver_step(
+        cfg,
+        env,
+        cfg.as_time(step.tprev),
+        cfg.as_time(step.tnext),
+        step.y,
+        step.solver_state,
+        jnp.asarray(step.made_jump, bool) if cfg.can_jump else None,
+    )
+    decision = env.controller.adapt_step_size(
+        step.tprev,
+        step.tnext,
+        step.y,
+        y1,
+        env.args,
+        y_error,
+        cfg.error_order,
+        step.controller_state,
+    )
+    keep_step, next_tprev, next_tnext, next_made_jump, new_controller_state = decision[
+        :5
+    ]
+    keep_step = jnp.asarray(keep_step)
+    next_tprev, next_tnext = _next_times(env, keep_step, next_tprev, next_tnext)
+    result = _result_code(
+        env,
+        step,
+        (solver_result, decision[5]),
+        y1,
+        keep_step,
+        next_tprev,
+        next_tnext,
+    )
+    # A step that failed (result != 0) leaves the time and state where they were,
+    # so that the returned state and time agree.
+    advance = active & (result == 0)
+    accept = advance & keep_step
+    new_step = StepState(
+        y=tree_where(accept, y1, step.y),
+        tprev=where(advance, next_tprev, step.tprev),
+        tnext=where(advance, next_tnext, step.tnext),
+        made_jump=where(advance, next_made_jump, step.made_jump)
+        if cfg.can_jump
+        else None,
+        solver_state=tree_where(accept, new_solver_state, step.solver_state),
+        controller_state=tree_where(
+            advance, new_controller_state, step.controller_state
+        ),
+        result=where(active, result, step.result),
+        num_accepted_steps=step.num_accepted_steps + accept.astype(jnp.int32),
+        num_rejected_steps=step.num_rejected_steps
+        + (active & ~accept).astype(jnp.int32),
+        ts_indices=step.ts_indices,
+        progress_state=_progress(cfg, env, step, advance, next_tprev),
+    )
+    if cfg.writes_every_step:
+        write = accept
+    else:
+        write = accept & any_ts_pending(cfg, env, step.ts_indices, step.tnext)
+    last = LastStep(
+        tprev=step.tprev,
+        tnext=step.tnext,
+        dense_info=dense_info if cfg.needs_dense_info else None,
+        write=jnp.asarray(write),
+        fresh=accept,
+    )
+    return new_step, last

@@ -1,0 +1,97 @@
+"""What the loop's functions receive besides the loop state: `Env`, the arrays
+that a differentiated loop must be given explicitly (see
+`_while.checkpointed_loop`), and `Settings`, the static choices made once per
+solve. Every function of the loop takes both as arguments rather than closing
+over them, so data flows one way: `run` builds them, the parts read them."""
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from .._progress import AbstractProgressMeter, NoProgressMeter
+from .._saveat import SubSaveAt
+from .state import Layout, layout
+
+
+class Env(eqx.Module):
+    """Everything the loop's functions read that may hold arrays being
+    differentiated."""
+
+    terms: Any
+    solver: Any
+    controller: Any
+    subs: list[SubSaveAt]
+    args: Any
+    t0: Array
+    t1: Array
+    t1_floor: Array  # steps ending after this are stretched to t1
+    direction: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Static settings of one solve (no arrays: Python values and classes)."""
+
+    layouts: tuple[Layout, ...]
+    max_steps: int | None
+    time_dtype: Any
+    error_order: Any
+    can_jump: bool
+    interpolation_cls: Any
+    dense: bool
+    record_times: bool
+    record_every: int | None
+    progress_meter: AbstractProgressMeter
+    any_ts: bool  # some SubSaveAt has `ts`
+
+    @property
+    def record(self) -> bool:
+        return self.record_times or self.record_every is not None
+
+    @property
+    def writes_every_step(self) -> bool:
+        """Some output is written after every accepted step."""
+        return self.dense or self.record or any(lay.steps for lay in self.layouts)
+
+    @property
+    def needs_dense_info(self) -> bool:
+        """Something interpolates inside a step (dense output, `SaveAt(ts)`)."""
+        return self.dense or self.any_ts
+
+    @property
+    def use_progress(self) -> bool:
+        return not isinstance(self.progress_meter, NoProgressMeter)
+
+    def as_time(self, t):
+        return jnp.asarray(t, self.time_dtype)
+
+
+def settings(
+    *,
+    solver,
+    terms,
+    controller,
+    subs,
+    dense,
+    t0,
+    max_steps,
+    progress_meter,
+    record_times,
+    record_every,
+) -> Settings:
+    return Settings(
+        layouts=tuple(layout(sub, max_steps) for sub in subs),
+        max_steps=max_steps,
+        time_dtype=jnp.result_type(t0),
+        error_order=solver.error_order(terms),
+        can_jump=controller.can_jump(),
+        interpolation_cls=solver.interpolation_cls,
+        dense=dense,
+        record_times=record_times,
+        record_every=record_every,
+        progress_meter=progress_meter,
+        any_ts=any(sub.ts is not None for sub in subs),
+    )

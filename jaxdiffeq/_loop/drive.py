@@ -1,0 +1,162 @@
+"""The loop itself, in the forms the adjoints ask for: nested (an inner loop over
+steps with a small carry, left whenever an output is due; the outer loop writes
+it) and flat (one loop, each iteration writing the due output and attempting a
+step), run by `_while.while_loop` or `_while.checkpointed_loop`.
+
+Events and Brownian-path state (later) plug in at `attempt_step` (a step that
+ends at an event) and at `write_outputs`; the loop forms here do not change."""
+
+import functools
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from .._misc import any_lane
+from .._while import checkpointed_loop, while_loop
+from .attempt import attempt_step, unfinished
+from .config import Env, Settings
+from .outputs import write_outputs
+from .state import LastStep, State, tree_where
+
+
+def no_write(env: Env) -> LastStep:
+    """A last step with nothing to write."""
+    false = jnp.asarray(False)
+    return LastStep(
+        tprev=env.t0, tnext=env.t0, dense_info=None, write=false, fresh=false
+    )
+
+
+def step_until_write(cfg: Settings, env: Env, step, last: LastStep):
+    """Step until some lane has outputs to write, or every lane is done."""
+
+    def cond(carry):
+        step, last = carry
+        return any_lane(unfinished(cfg, env, step)) & ~any_lane(last.write)
+
+    def body(carry):
+        step, _ = carry
+        return attempt_step(cfg, env, step)
+
+    return while_loop(cond, body, (step, last))
+
+
+def outer_cond(cfg: Settings, env: Env, carry):
+    state, last = carry
+    return any_lane(unfinished(cfg, env, state.step)) | any_lane(last.write)
+
+
+def outer_body(cfg: Settings, env: Env, carry):
+    state, last = carry
+    step, last = step_until_write(cfg, env, state.step, last)
+    state = eqx.tree_at(lambda s: s.step, state, step)
+    return write_outputs(cfg, env, state, last)
+
+
+def step_only(cfg: Settings, env: Env, carry):
+    state, _ = carry
+    step, last = attempt_step(cfg, env, state.step)
+    return eqx.tree_at(lambda s: s.step, state, step), last
+
+
+def write_then_step(cfg: Settings, env: Env, carry):
+    """Write one due output (where one is due), then attempt a step where no
+    output of the last step remains to be written."""
+    state, last = write_outputs(cfg, env, *carry)
+    # `attempt_step` relies on the loop's condition outside `vmap`; here the loop
+    # may go on for a write after the last step.
+    hold = last.write | ~unfinished(cfg, env, state.step)
+    step, new_last = attempt_step(cfg, env, state.step, hold)
+    last = tree_where(hold, last, new_last)
+    return eqx.tree_at(lambda s: s.step, state, step), last
+
+
+def max_iterations(cfg: Settings) -> int | None:
+    """A bound on the iterations of the flat loop: each one attempts a step,
+    except those that write a further `ts` output of the same step, and the
+    last, which writes the last step's outputs."""
+    if cfg.max_steps is None:
+        return None
+    return cfg.max_steps + sum(lay.num_ts for lay in cfg.layouts) + 1
+
+
+def _nested(cfg: Settings, carry, env: Env):
+    return while_loop(
+        functools.partial(outer_cond, cfg, env),
+        functools.partial(outer_body, cfg, env),
+        carry,
+    )
+
+
+def _flat_buffers(carry):
+    state = carry[0]
+    parts = (state.save_states, state.dense_ts, state.dense_infos, state.record)
+    return tuple(part for part in parts if part is not None)
+
+
+def _flat_form(cfg: Settings):
+    """(cond, body, primal, buffers) of the flat loop over `(State, LastStep)`:
+    each iteration writes one due output, then attempts a step."""
+    return (
+        lambda carry, env: outer_cond(cfg, env, carry),
+        lambda carry, env: write_then_step(cfg, env, carry),
+        functools.partial(_nested, cfg),
+        _flat_buffers,
+    )
+
+
+def _state_form(cfg: Settings):
+    """(cond, body, primal, buffers) of the flat loop over the `State` alone,
+    for solves that write nothing inside the loop (the last step's record is
+    never read, so the checkpoints are smaller)."""
+    return (
+        lambda state, env: any_lane(unfinished(cfg, env, state.step)),
+        lambda state, env: step_only(cfg, env, (state, None))[0],
+        lambda state, env: _nested(cfg, (state, no_write(env)), env)[0],
+        lambda state: tuple(part for part in (state.save_states,) if part),
+    )
+
+
+def run_loop(
+    cfg: Settings, env: Env, carry: tuple[State, LastStep], *, kind, checkpoints
+) -> State:
+    """Run the loop of the given kind and return the final state.
+
+    `"lax"` runs the nested form. The differentiable kinds run a flat form,
+    because reverse mode needs a single loop: each iteration writes the one
+    output that is due (masked), then attempts a step unless another output of
+    the same step is still due. No `lax.cond` chooses between the two: its
+    branches would copy the carry every iteration. The output buffers are the
+    loop's `buffers`, stored once rather than in every checkpoint."""
+    if kind == "lax":
+        return _nested(cfg, carry, env)[0]
+    writes_in_loop = cfg.needs_dense_info or cfg.writes_every_step
+    if writes_in_loop:
+        cond, body, primal, buffers = _flat_form(cfg)
+        init = carry
+    else:
+        cond, body, primal, buffers = _state_form(cfg)
+        init = carry[0]
+    if kind == "bounded":
+        bound = max_iterations(cfg)
+        assert bound is not None
+        final = while_loop(
+            lambda c: cond(c, env),
+            lambda c: body(c, env),
+            init,
+            max_steps=bound,
+            kind="bounded",
+        )
+    else:
+        assert kind == "checkpointed"
+        final = checkpointed_loop(
+            cond,
+            body,
+            init,
+            env,
+            max_steps=max_iterations(cfg),
+            checkpoints=checkpoints,
+            buffers=buffers,
+            primal=primal,
+        )
+    return final[0] if writes_in_loop else final

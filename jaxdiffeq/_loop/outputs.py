@@ -1,0 +1,187 @@
+"""The output writes: the rows of each `SubSaveAt` (`t0`, `ts`, `steps`, `t1`),
+the dense-output buffers and the reversible adjoint's record."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from .._misc import where
+from .config import Env, Settings
+from .state import (
+    LastStep,
+    Layout,
+    Record,
+    SaveState,
+    State,
+    masked_write,
+    t1_row_written,
+    tree_masked_write,
+    value_in_step,
+)
+
+
+def write_row(env: Env, sub, save_state: SaveState, row, t, y, pred) -> SaveState:
+    out = sub.fn(t * env.direction, y, env.args)
+    ys = tree_masked_write(save_state.ys, row, out, pred)
+    ts = masked_write(save_state.ts, row, t * env.direction, pred)
+    return SaveState(ts=ts, ys=ys)
+
+
+def ts_pending(sub, lay: Layout, ts_index, tnext):
+    """Whether the next `SaveAt.ts` output lies at or before `tnext`."""
+    if sub.ts is None:
+        return jnp.asarray(False)
+    index = jnp.minimum(ts_index, lay.num_ts - 1)
+    return (ts_index < lay.num_ts) & (sub.ts[index] <= tnext)
+
+
+def any_ts_pending(cfg: Settings, env: Env, ts_indices, tnext):
+    """Whether any `SubSaveAt` has its next `ts` output at or before `tnext`."""
+    pending = jnp.asarray(False)
+    for sub, lay, index in zip(env.subs, cfg.layouts, ts_indices):
+        if sub.ts is not None:
+            pending = pending | ts_pending(sub, lay, index, tnext)
+    return pending
+
+
+def _save_next_ts(env: Env, sub, lay, save_state, ts_index, interpolation, last, y1):
+    """Write the next `SaveAt.ts` output if it lies in the last step. One output
+    per call: a step with several outputs is visited again by the outer loop
+    before stepping resumes."""
+    if sub.ts is None:
+        return save_state, ts_index
+    pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
+    t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
+    y_t = value_in_step(interpolation, last.tnext, y1, t)
+    save_state = write_row(env, sub, save_state, lay.offset_ts + ts_index, t, y_t, pred)
+    return save_state, ts_index + pred.astype(ts_index.dtype)
+
+
+def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
+    """Each `SubSaveAt`'s due `ts` row and `steps` row."""
+    step = state.step
+    fresh = last.fresh & last.write
+    y1 = step.y  # the end of the last step wherever `last.write` is true
+    if cfg.any_ts:
+        assert last.dense_info is not None
+        interpolation = cfg.interpolation_cls(
+            t0=last.tprev, t1=last.tnext, **last.dense_info
+        )
+    else:
+        interpolation = None
+    save_states = []
+    ts_indices = []
+    for sub, lay, s, index in zip(
+        env.subs, cfg.layouts, state.save_states, step.ts_indices
+    ):
+        s, index = _save_next_ts(env, sub, lay, s, index, interpolation, last, y1)
+        if sub.steps:
+            count = step.num_accepted_steps
+            pred = fresh & (count % sub.steps == 0)
+            row = lay.offset_steps + jnp.clip(
+                count // sub.steps - 1, 0, max(lay.num_steps - 1, 0)
+            )
+            s = write_row(env, sub, s, row, last.tnext, y1, pred)
+        save_states.append(s)
+        ts_indices.append(index)
+    return save_states, ts_indices
+
+
+def _write_dense(cfg: Settings, state: State, last: LastStep):
+    if not cfg.dense:
+        return None, None
+    assert cfg.max_steps is not None
+    fresh = last.fresh & last.write
+    count = state.step.num_accepted_steps
+    dense_ts = masked_write(
+        state.dense_ts, jnp.minimum(count, cfg.max_steps), last.tnext, fresh
+    )
+    dense_infos = tree_masked_write(
+        state.dense_infos,
+        jnp.clip(count - 1, 0, cfg.max_steps - 1),
+        last.dense_info,
+        fresh,
+    )
+    return dense_ts, dense_infos
+
+
+def _write_record(cfg: Settings, state: State, last: LastStep):
+    if state.record is None:
+        return None
+    assert cfg.max_steps is not None
+    fresh = last.fresh & last.write
+    step = state.step
+    count = step.num_accepted_steps
+    rec_ts = state.record.ts
+    if rec_ts is not None:
+        rec_ts = masked_write(
+            rec_ts, jnp.minimum(count, cfg.max_steps), last.tnext, fresh
+        )
+    rec_states = state.record.states
+    if cfg.record_every is not None:
+        rec_states = tree_masked_write(
+            rec_states,
+            count // cfg.record_every,
+            (step.y, step.solver_state),
+            fresh & (count % cfg.record_every == 0),
+        )
+    return Record(rec_ts, rec_states)
+
+
+def write_outputs(
+    cfg: Settings, env: Env, state: State, last: LastStep
+) -> tuple[State, LastStep]:
+    """Write what the last step owes: at most one `ts` output per `SubSaveAt`,
+    and, for a freshly accepted step, its `steps`, dense and record rows."""
+    save_states, ts_indices = _write_saveat(cfg, env, state, last)
+    dense_ts, dense_infos = _write_dense(cfg, state, last)
+    record = _write_record(cfg, state, last)
+    still = last.write & any_ts_pending(cfg, env, ts_indices, last.tnext)
+    step = eqx.tree_at(lambda s: s.ts_indices, state.step, ts_indices)
+    last = eqx.tree_at(
+        lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
+    )
+    return State(step, save_states, dense_ts, dense_infos, record), last
+
+
+def initial_save_states(cfg: Settings, env: Env, y0):
+    """The buffers of each `SubSaveAt`, filled with `inf` except the rows due at
+    `t0`: `SaveAt(t0=True)` and any `ts` equal to `t0` (no step contains them;
+    they are a prefix of the sorted `ts`, written without a loop)."""
+    t0 = env.t0
+    save_states = []
+    ts_indices = []
+    for sub, lay in zip(env.subs, cfg.layouts):
+        out0 = sub.fn(t0 * env.direction, y0, env.args)
+        rows = jnp.arange(lay.size)
+        at_t0 = rows < int(sub.t0)
+        if sub.ts is not None:
+            ts_at_t0 = sub.ts <= t0
+            at_t0 = at_t0 | jnp.zeros(lay.size, bool).at[
+                lay.offset_ts : lay.offset_steps
+            ].set(ts_at_t0)
+            ts_index = jnp.sum(ts_at_t0, dtype=jnp.int32)
+        else:
+            ts_index = jnp.asarray(0, jnp.int32)
+
+        def fill(o, at_t0=at_t0, size=lay.size):
+            mask = at_t0.reshape((size,) + (1,) * jnp.ndim(o))
+            return where(mask, jnp.asarray(o)[None], jnp.inf).astype(o.dtype)
+
+        ts_buffer = where(at_t0, t0 * env.direction, jnp.inf).astype(cfg.time_dtype)
+        save_states.append(SaveState(ts=ts_buffer, ys=jtu.tree_map(fill, out0)))
+        ts_indices.append(ts_index)
+    return save_states, ts_indices
+
+
+def final_save_states(cfg: Settings, env: Env, state: State) -> list[SaveState]:
+    """Write the `t1` rows: the state where the solve ended (`t1`, or as far as
+    it got)."""
+    step = state.step
+    save_states = []
+    for sub, lay, s in zip(env.subs, cfg.layouts, state.save_states):
+        if sub.t1:
+            written = t1_row_written(lay, step.num_accepted_steps)
+            s = write_row(env, sub, s, lay.offset_t1, step.tprev, step.y, written)
+        save_states.append(s)
+    return save_states
