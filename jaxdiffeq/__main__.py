@@ -260,7 +260,9 @@ def _plot(path, problem: Problem, ts, ys, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _solve(args, parser: argparse.ArgumentParser) -> int:
+def _checked_settings(args, parser: argparse.ArgumentParser):
+    """The problem, solver class, tolerances and interval the arguments ask for;
+    bad arguments exit through `parser.error` (code 2)."""
     try:
         problem = get_problem(args.problem)
     except ValueError as e:
@@ -283,22 +285,23 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
         parser.error("--points must be at least 2")
     if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
         parser.error(f"--plot: the folder of {args.plot!r} does not exist")
-    reference = problem.reference if t1 == problem.t1 else None
-    repeats = args.repeats or (1 if args.progress else 3)
+    return problem, solvers[args.solver], rtol, atol, t0, t1
 
-    y0 = _initial_values(problem, args.batch, args.perturbation, args.seed)
-    dtype = y0.dtype
-    ts = jnp.linspace(t0, t1, args.points, dtype=dtype)
+
+def _meter(progress):
+    if progress == "text":
+        return TextProgressMeter()
+    if progress == "tqdm":
+        return TqdmProgressMeter()
+    return jd.NoProgressMeter()
+
+
+def _compile_and_run(args, problem, solver, controller, t0, t1, ts, y0, repeats):
+    """Compile the (possibly vmapped) solve, run it `repeats` times, and return
+    its outputs (with a lane axis), the compile time and the run times."""
     term = jd.ODETerm(problem.f)
-    solver = solvers[args.solver]()
     saveat = jd.SaveAt(ts=ts)
-    controller = jd.PIDController(rtol=rtol, atol=atol)
-    if args.progress == "text":
-        meter = TextProgressMeter()
-    elif args.progress == "tqdm":
-        meter = TqdmProgressMeter()
-    else:
-        meter = jd.NoProgressMeter()
+    meter = _meter(args.progress)
 
     def solve(y0):
         sol = jd.diffeqsolve(
@@ -338,27 +341,67 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
     out = jax.tree.map(np.asarray, runs[-1][0])
     if args.batch is None:
         out = jax.tree.map(lambda x: x[None], out)
-    lanes = out["ys"].shape[0]
+    return out, compile_time, run_times
 
-    codes = out["result"]
-    names = jd.RESULTS.names()
+
+def _outcome(codes) -> tuple[str, int]:
+    """The result line and the number of failed lanes."""
+    lanes = codes.shape[0]
     failed = int(np.sum(codes != 0))
     if failed == 0:
         outcome = "successful"
     else:
-        first = names[int(codes[codes != 0][0])]
-        outcome = f"FAILED ({first}): {jd.RESULTS.message(int(codes[codes != 0][0]))}"
+        first = int(codes[codes != 0][0])
+        outcome = f"FAILED ({jd.RESULTS.names()[first]}): {jd.RESULTS.message(first)}"
     if lanes > 1:
         outcome += f" ({lanes - failed} of {lanes} lanes successful)"
+    return outcome, failed
 
-    def steps(counts):
-        if lanes == 1:
-            return str(int(counts[0]))
-        return (
-            f"mean {np.mean(counts):.1f}, min {int(np.min(counts))}, "
-            f"max {int(np.max(counts))}"
+
+def _steps(counts) -> str:
+    if counts.shape[0] == 1:
+        return str(int(counts[0]))
+    return (
+        f"mean {np.mean(counts):.1f}, min {int(np.min(counts))}, "
+        f"max {int(np.max(counts))}"
+    )
+
+
+def _error_rows(problem, t1, ys, lanes):
+    which = " (lane 0)" if lanes > 1 else ""
+    reference = problem.reference if t1 == problem.t1 else None
+    if reference is None:
+        missing = (
+            f"no reference at t1 = {t1:g} (it is at t1 = {problem.t1:.15g})"
+            if problem.reference_values is not None
+            else "this problem has no reference solution"
         )
+        return [("error at t1", f"n/a: {missing}")]
+    reference = np.asarray(reference)
+    error = np.max(np.abs(ys[0, -1] - reference))
+    relative = error / np.max(np.abs(reference))
+    return [
+        ("max-norm error at t1" + which, f"{error:.3e}"),
+        (
+            "relative error at t1" + which,
+            f"{relative:.3e} (max|error| / max|reference|)",
+        ),
+        ("reference", problem.reference_source),
+    ]
 
+
+def _solve(args, parser: argparse.ArgumentParser) -> int:
+    problem, solver_cls, rtol, atol, t0, t1 = _checked_settings(args, parser)
+    repeats = args.repeats or (1 if args.progress else 3)
+    y0 = _initial_values(problem, args.batch, args.perturbation, args.seed)
+    dtype = y0.dtype
+    ts = jnp.linspace(t0, t1, args.points, dtype=dtype)
+    controller = jd.PIDController(rtol=rtol, atol=atol)
+    out, compile_time, run_times = _compile_and_run(
+        args, problem, solver_cls(), controller, t0, t1, ts, y0, repeats
+    )
+    lanes = out["ys"].shape[0]
+    outcome, failed = _outcome(out["result"])
     rows = [
         ("problem", f"{problem.name}: {problem.description}"),
         ("solver", f"{args.solver} (PIDController)"),
@@ -376,29 +419,10 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
         )
     rows += [
         ("result", outcome),
-        ("accepted steps", steps(out["accepted"])),
-        ("rejected steps", steps(out["rejected"])),
+        ("accepted steps", _steps(out["accepted"])),
+        ("rejected steps", _steps(out["rejected"])),
     ]
-    which = " (lane 0)" if lanes > 1 else ""
-    if reference is None:
-        missing = (
-            f"no reference at t1 = {t1:g} (it is at t1 = {problem.t1:.15g})"
-            if problem.reference_values is not None
-            else "this problem has no reference solution"
-        )
-        rows.append(("error at t1", f"n/a: {missing}"))
-    else:
-        reference = np.asarray(reference)
-        error = np.max(np.abs(out["ys"][0, -1] - reference))
-        relative = error / np.max(np.abs(reference))
-        rows += [
-            ("max-norm error at t1" + which, f"{error:.3e}"),
-            (
-                "relative error at t1" + which,
-                f"{relative:.3e} (max|error| / max|reference|)",
-            ),
-            ("reference", problem.reference_source),
-        ]
+    rows += _error_rows(problem, t1, out["ys"], lanes)
     rows += [
         ("compile time", _format_time(compile_time)),
         (

@@ -217,6 +217,94 @@ def _time_dtype(t0, t1, dt0, subs):
     return dtype
 
 
+def _times(t0, t1, dt0, subs, check_times: bool, check_ts: bool):
+    """`t0`, `t1`, `dt0` as arrays of the time dtype, and the direction of
+    integration; the checks `diffeqsolve` could not do eagerly (their inputs
+    were traced) are attached to `t0`."""
+    time_dtype = _time_dtype(t0, t1, dt0, subs)
+    t0 = jnp.asarray(t0, time_dtype)
+    t1 = jnp.asarray(t1, time_dtype)
+    if dt0 is not None:
+        dt0 = jnp.asarray(dt0, time_dtype)
+    direction = jnp.where(t0 <= t1, 1, -1).astype(time_dtype)
+    if check_times:
+        t0 = _raise_at_runtime(_time_checks(t0, t1, dt0), t0)
+    if check_ts:
+        for sub in subs:
+            if sub.ts is not None:
+                ts = jnp.asarray(sub.ts, time_dtype)
+                t0 = _raise_at_runtime(_ts_checks(ts, t0, t1), t0)
+    return t0, t1, dt0, direction
+
+
+def _forward_subs(subs, direction):
+    """The `SubSaveAt`s with their `ts` on the forward axis `tau = direction * t`."""
+    subs_fwd = []
+    for sub in subs:
+        if sub.ts is not None:
+            ts = jnp.asarray(sub.ts, direction.dtype) * direction
+            sub = eqx.tree_at(lambda s: s.ts, sub, ts)
+        subs_fwd.append(sub)
+    return subs_fwd
+
+
+def _outputs(saveat: SaveAt, subs, subs_treedef, final, max_steps, direction):
+    """`Solution.ts` and `Solution.ys`, rows in Diffrax's order."""
+    if saveat.subs is None:
+        return None, None
+    outputs = [
+        in_diffrax_order(sub, max_steps, s.ts, s.ys, direction)
+        for sub, s in zip(subs, final.save_states)
+    ]
+    ts = jtu.tree_unflatten(subs_treedef, [out[0] for out in outputs])
+    ys = jtu.tree_unflatten(subs_treedef, [out[1] for out in outputs])
+    return ts, ys
+
+
+def _solution(
+    saveat, subs, subs_treedef, final, *, t0, t1, direction, solver, max_steps, throw
+):
+    """The `Solution` of a finished loop (raising on failure if `throw`)."""
+    result = RESULTS(final.step.result)
+    ts, ys = _outputs(saveat, subs, subs_treedef, final, max_steps, direction)
+    if saveat.dense:
+        assert final.dense_ts is not None
+        interpolation = DenseInterpolation(
+            t0=t0,
+            t1=t1,
+            ts=final.dense_ts,
+            ts_size=final.step.num_accepted_steps + 1,
+            infos=final.dense_infos,
+            interpolation_cls=solver.interpolation_cls,
+            direction=direction,
+        )
+    else:
+        interpolation = None
+    stats = dict(
+        num_steps=final.step.num_steps,
+        num_accepted_steps=final.step.num_accepted_steps,
+        num_rejected_steps=final.step.num_rejected_steps,
+        max_steps=max_steps,
+    )
+    if throw:
+        ts, ys, interpolation, stats = result.raise_if_failed(
+            (ts, ys, interpolation, stats)
+        )
+    step = final.step
+    return Solution(
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        ys=ys,
+        interpolation=interpolation,
+        stats=stats,
+        result=result,
+        solver_state=step.solver_state if saveat.solver_state else None,
+        controller_state=step.controller_state if saveat.controller_state else None,
+        made_jump=step.made_jump if saveat.made_jump else None,
+    )
+
+
 @eqx.filter_jit
 def _solve(
     terms,
@@ -241,22 +329,7 @@ def _solve(
     subs, subs_treedef = jtu.tree_flatten(
         saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt)
     )
-    time_dtype = _time_dtype(t0, t1, dt0, subs)
-    t0 = jnp.asarray(t0, time_dtype)
-    t1 = jnp.asarray(t1, time_dtype)
-    if dt0 is not None:
-        dt0 = jnp.asarray(dt0, time_dtype)
-
-    direction = jnp.where(t0 <= t1, 1, -1).astype(time_dtype)
-    # Checks that `diffeqsolve` could not do eagerly (their inputs were traced).
-    if check_times:
-        t0 = _raise_at_runtime(_time_checks(t0, t1, dt0), t0)
-    if check_ts:
-        for sub in subs:
-            if sub.ts is not None:
-                ts = jnp.asarray(sub.ts, time_dtype)
-                t0 = _raise_at_runtime(_ts_checks(ts, t0, t1), t0)
-
+    t0, t1, dt0, direction = _times(t0, t1, dt0, subs, check_times, check_ts)
     terms = adjoint.prepare_terms(terms, t0, y0, args)
 
     # Everything below runs on the forward axis tau = direction * t.
@@ -264,14 +337,6 @@ def _solve(
     tau1 = t1 * direction
     terms_fwd = _direct_terms(terms, direction)
     controller = stepsize_controller.wrap(direction)
-
-    subs_fwd = []
-    for sub in subs:
-        if sub.ts is not None:
-            ts = jnp.asarray(sub.ts, time_dtype) * direction
-            sub = eqx.tree_at(lambda s: s.ts, sub, ts)
-        subs_fwd.append(sub)
-
     error_order = solver.error_order(terms_fwd)
     dt0_fwd = None if dt0 is None else dt0 * direction
     tnext, new_controller_state = controller.init(
@@ -279,7 +344,7 @@ def _solve(
     )
     if controller_state is None:
         controller_state = new_controller_state
-    tnext = jnp.minimum(jnp.asarray(tnext, time_dtype), tau1)
+    tnext = jnp.minimum(jnp.asarray(tnext, t0.dtype), tau1)
     if solver_state is None:
         solver_state = solver.init(terms_fwd, tau0, tnext, y0, args)
     if made_jump is None:
@@ -290,7 +355,7 @@ def _solve(
         terms=terms_fwd,
         solver=solver,
         controller=controller,
-        subs=subs_fwd,
+        subs=_forward_subs(subs, direction),
         dense=saveat.dense,
         t0=tau0,
         t1=tau1,
@@ -304,53 +369,17 @@ def _solve(
         max_steps=max_steps,
         progress_meter=progress_meter,
     )
-
-    result = RESULTS(final.step.result)
-    if saveat.subs is None:
-        ts = ys = None
-    else:
-        outputs = [
-            in_diffrax_order(sub, max_steps, s.ts, s.ys, direction)
-            for sub, s in zip(subs, final.save_states)
-        ]
-        ts = jtu.tree_unflatten(subs_treedef, [out[0] for out in outputs])
-        ys = jtu.tree_unflatten(subs_treedef, [out[1] for out in outputs])
-    if saveat.dense:
-        assert final.dense_ts is not None
-        interpolation = DenseInterpolation(
-            t0=t0,
-            t1=t1,
-            ts=final.dense_ts,
-            ts_size=final.step.num_accepted_steps + 1,
-            infos=final.dense_infos,
-            interpolation_cls=solver.interpolation_cls,
-            direction=direction,
-        )
-    else:
-        interpolation = None
-    stats = dict(
-        num_steps=final.step.num_steps,
-        num_accepted_steps=final.step.num_accepted_steps,
-        num_rejected_steps=final.step.num_rejected_steps,
-        max_steps=max_steps,
-    )
-    if throw:
-        ts, ys, interpolation, stats = result.raise_if_failed(
-            (ts, ys, interpolation, stats)
-        )
-    return Solution(
+    return _solution(
+        saveat,
+        subs,
+        subs_treedef,
+        final,
         t0=t0,
         t1=t1,
-        ts=ts,
-        ys=ys,
-        interpolation=interpolation,
-        stats=stats,
-        result=result,
-        solver_state=final.step.solver_state if saveat.solver_state else None,
-        controller_state=final.step.controller_state
-        if saveat.controller_state
-        else None,
-        made_jump=final.step.made_jump if saveat.made_jump else None,
+        direction=direction,
+        solver=solver,
+        max_steps=max_steps,
+        throw=throw,
     )
 
 
