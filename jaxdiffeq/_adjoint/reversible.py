@@ -1,6 +1,7 @@
 """`ReversibleAdjoint`: exact gradients in constant memory, by undoing the steps
 of an algebraically reversible solver."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -396,98 +397,106 @@ def _add(a, b):
     return jtu.tree_map(jnp.add, a, b)
 
 
-def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
-    """Walk the accepted steps of every lane from last to first.
+class _Backward:
+    """What the backward pass's per-lane functions need: the solver, the
+    differentiable and other parameters and their lane axes. (A plain class: it
+    holds traced arrays and is built inside the backward rule.)"""
 
-    `lanes`: per-lane values with a leading lane axis. `theta_diff`: the
-    differentiable parameters (`terms`, `args`), with lane axis per `axes`.
-    Returns the per-lane cotangents (`y0`, `s0`, `ts`) and those of
-    `theta_diff` (summed over lanes where it is shared)."""
-    solver = static.solver
-    diff_axes, other_axes = axes
+    def __init__(self, static: _Static, theta_diff, theta_other, axes):
+        self.static = static
+        self.solver = static.solver
+        self.theta_diff = theta_diff
+        self.theta_other = theta_other
+        self.diff_axes, self.other_axes = axes
 
-    def theta(td, to):
-        return eqx.combine(td, to, static.theta_static)
+    def theta(self, td, to):
+        return eqx.combine(td, to, self.static.theta_static)
 
-    def vm(fn, *lane_args):
+    def vm(self, fn, *lane_args):
         """`fn(*lane_args, theta_diff, theta_other)` for every lane."""
-        in_axes = (0,) * len(lane_args) + (diff_axes, other_axes)
+        in_axes = (0,) * len(lane_args) + (self.diff_axes, self.other_axes)
         return jax.vmap(fn, in_axes=in_axes)
 
-    def step_lane(ta, tb, x, td, to):
-        terms, args = theta(td, to)
-        y, s = x
-        y1, _, dense, s1, _ = solver.step(terms, ta, tb, y, args, s, False)
-        return (y1, s1), dense
+    def linearised_backward_step(self):
+        """`(ta, tb, x1) -> (x0, dense, pull)`: undo the step `(ta, tb]` of every
+        lane; `pull` maps the cotangents of the state at `tb` and of the dense
+        information to those of the state at `ta` and of `theta_diff`."""
+        solver, theta = self.solver, self.theta
+        if is_directly(solver, Reversible):
+            return _coupled_backward_step(
+                solver, self.vm, theta, self.theta_diff, self.theta_other
+            )
 
-    def back_lane(ta, tb, x1, td, to):
-        terms, args = theta(td, to)
-        y1, s1 = x1
-        y0, _, s0, _ = solver.backward_step(terms, ta, tb, y1, args, s1, False)
-        return y0, s0
+        def step_lane(ta, tb, x, td, to):
+            terms, args = theta(td, to)
+            y, s = x
+            y1, _, dense, s1, _ = solver.step(terms, ta, tb, y, args, s, False)
+            return (y1, s1), dense
 
-    def linearised_backward_step(ta, tb, x1):
-        """Undo the step `(ta, tb]` of every lane. Returns the state at `ta`, the
-        step's dense information, and the pullback `(cotangent of the state at
-        tb, of the dense information) -> (cotangent of the state at ta, of
-        theta_diff)` of the forward step."""
-        x0 = vm(back_lane, 0, 0, 0)(ta, tb, x1, theta_diff, theta_other)
-        (_, dense), pull = jax.vjp(
-            lambda x, td: vm(step_lane, 0, 0, 0)(ta, tb, x, td, theta_other),
-            x0,
-            theta_diff,
-        )
-        return x0, dense, lambda x1_ct, dense_ct: pull((x1_ct, dense_ct))
+        def back_lane(ta, tb, x1, td, to):
+            terms, args = theta(td, to)
+            y1, s1 = x1
+            y0, _, s0, _ = solver.backward_step(terms, ta, tb, y1, args, s1, False)
+            return y0, s0
 
-    if is_directly(solver, Reversible):
-        linearised_backward_step = _coupled_backward_step(
-            solver, vm, theta, theta_diff, theta_other
-        )
+        def backward(ta, tb, x1):
+            x0 = self.vm(back_lane, 0, 0, 0)(
+                ta, tb, x1, self.theta_diff, self.theta_other
+            )
+            (_, dense), pull = jax.vjp(
+                lambda x, td: self.vm(step_lane, 0, 0, 0)(
+                    ta, tb, x, td, self.theta_other
+                ),
+                x0,
+                self.theta_diff,
+            )
+            return x0, dense, lambda x1_ct, dense_ct: pull((x1_ct, dense_ct))
 
-    def save_lane(i):
-        fn = static.fns[i]
+        return backward
 
-        def out(t, y, direction, td, to):
-            _, args = theta(td, to)
-            return fn(t * direction, y, args)
-
-        return out
-
-    def in_step_lane(i):
-        fn = static.fns[i]
+    def in_step_fn(self, i):
+        """Output `i`'s `fn` at a time inside a step, for every lane."""
+        fn, solver, theta = self.static.fns[i], self.solver, self.theta
 
         def out(ta, tb, dense, y1, t, direction, td, to):
             _, args = theta(td, to)
             interpolation = solver.interpolation_cls(t0=ta, t1=tb, **dense)
             return fn(t * direction, value_in_step(interpolation, tb, y1, t), args)
 
-        return out
+        return self.vm(out, 0, 0, 0, 0, 0, 0)
 
-    def pull_saved(i, t, y, ct_out, direction):
+    def pull_saved(self, i, t, y, ct_out, direction):
         """Cotangents of `y` and `theta_diff` from a row saved as
         `fn(t, y, args)`."""
-        fn = vm(save_lane(i), 0, 0, 0)
+        fn_i, theta = self.static.fns[i], self.theta
+
+        def out(t, y, direction, td, to):
+            _, args = theta(td, to)
+            return fn_i(t * direction, y, args)
+
+        fn = self.vm(out, 0, 0, 0)
         _, pull = jax.vjp(
-            lambda y, td: fn(t, y, direction, td, theta_other), y, theta_diff
+            lambda y, td: fn(t, y, direction, td, self.theta_other),
+            y,
+            self.theta_diff,
         )
         return pull(ct_out)
 
-    direction = lanes["direction"]
-    num_lanes = lanes["n"].shape[0]
-    time_dtype = lanes["t0"].dtype
 
-    def time_of(m):
-        """The end of accepted step `m` (`t0` for `m = 0`) of every lane."""
-        if lanes["times"] is not None:
-            return _rows(lanes["times"], m)
-        # Constant steps: `t0 + m dt0` up to the last, which ends at the end.
-        start = step_time(lanes["controller_state"], m)
-        return where(m >= lanes["n"], lanes["tend"], start).astype(time_dtype)
+def _time_of(lanes, m):
+    """The end of accepted step `m` (`t0` for `m = 0`) of every lane."""
+    if lanes["times"] is not None:
+        return _rows(lanes["times"], m)
+    # Constant steps: `t0 + m dt0` up to the last, which ends at the end.
+    start = step_time(lanes["controller_state"], m)
+    return where(m >= lanes["n"], lanes["tend"], start).astype(lanes["t0"].dtype)
 
-    # Outputs of the last state: the t1 rows and the last `steps` row.
-    n = lanes["n"]
+
+def _pull_final_rows(bw: _Backward, lanes, theta_ct):
+    """Cotangents from the outputs of the last state: the t1 rows and the last
+    `steps` row."""
+    static, n = bw.static, lanes["n"]
     y_ct = lanes["y_ct"]
-    theta_ct = _zeros_like(theta_diff)
     for i, lay in enumerate(static.layouts):
         if static.t1_rows[i]:
             ct_row = _rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
@@ -496,97 +505,128 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
                 # saved as a `steps` row already.
                 written = t1_row_written(lay, n)
                 ct_row = _lane_where(written, ct_row, _zeros_like(ct_row))
-            dy, dth = pull_saved(i, lanes["tend"], lanes["y"], ct_row, direction)
+            dy, dth = bw.pull_saved(
+                i, lanes["tend"], lanes["y"], ct_row, lanes["direction"]
+            )
             y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
-    y_ct, theta_ct = _pull_steps_rows(
-        static, lanes, n, lanes["y"], time_of, y_ct, theta_ct, pull_saved
+    time_of = functools.partial(_time_of, lanes)
+    return _pull_steps_rows(
+        static, lanes, n, lanes["y"], time_of, y_ct, theta_ct, bw.pull_saved
     )
 
-    ts_ct = [
-        None if ts is None else jnp.zeros(ts.shape, ts.dtype) for ts in lanes["subs_ts"]
-    ]
 
-    def cond(carry):
-        return jnp.any(carry[0] > 0)
-
-    def body(carry):
-        n, x, x_ct, theta_ct, ts_ct = carry
-        active = n > 0
-        m = jnp.maximum(n - 1, 0)
-        first = lanes["t0"]
-        ta = where(active, time_of(m), first)
-        tb = where(active, time_of(m + 1), first)
-        x_prev, dense, pull_step = linearised_backward_step(ta, tb, x)
-        if static.every is not None:
-            stored = _rows(lanes["states"], m // static.every)
-            x_prev = _lane_where(active & (m % static.every == 0), stored, x_prev)
-        x_ct_in = _lane_where(active, x_ct, _zeros_like(x_ct))
-        y1_ct, s1_ct = x_ct_in
-        dense_ct = _zeros_like(dense)
-        new_ts_ct = []
-        for i, lay in enumerate(static.layouts):
-            sub_ts = lanes["subs_ts"][i]
-            if sub_ts is None:
-                new_ts_ct.append(None)
-                continue
-            (dense_ct, y1_ct, theta_ct, ts_ct_i) = _pull_ts_rows(
-                i,
-                lay,
-                lanes,
-                active,
-                ta,
-                tb,
-                dense,
-                x[0],
-                sub_ts,
-                (dense_ct, y1_ct, theta_ct, ts_ct[i]),
-                vm(in_step_lane(i), 0, 0, 0, 0, 0, 0),
-                theta_diff,
-                theta_other,
-            )
-            new_ts_ct.append(ts_ct_i)
-        x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
-        theta_ct = _add(theta_ct, theta_step_ct)
-        y_prev_ct, s_prev_ct = x_prev_ct
-        y_prev_ct, theta_ct = _pull_steps_rows(
-            static,
-            lanes,
-            jnp.where(active, m, 0),
-            x_prev[0],
-            time_of,
-            y_prev_ct,
-            theta_ct,
-            pull_saved,
-        )
-        x = _lane_where(active, x_prev, x)
-        x_ct = _lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
-        return n - active.astype(n.dtype), x, x_ct, theta_ct, new_ts_ct
-
-    carry = (n, (lanes["y"], lanes["s"]), (y_ct, lanes["s_ct"]), theta_ct, ts_ct)
-    _, _, x_ct, theta_ct, ts_ct = lax.while_loop(cond, body, carry)
-    y0_ct, s0_ct = x_ct
-
-    # Outputs at t0: the t0 row and the `ts` at or before t0, all `fn(t0, y0)`.
+def _backward_body(bw: _Backward, lanes, backward_step, carry):
+    """Undo the last remaining accepted step of every active lane and pull the
+    cotangents of its outputs and of its end state back through it."""
+    static = bw.static
+    time_of = functools.partial(_time_of, lanes)
+    n, x, x_ct, theta_ct, ts_ct = carry
+    active = n > 0
+    m = jnp.maximum(n - 1, 0)
+    first = lanes["t0"]
+    ta = where(active, time_of(m), first)
+    tb = where(active, time_of(m + 1), first)
+    x_prev, dense, pull_step = backward_step(ta, tb, x)
+    if static.every is not None:
+        stored = _rows(lanes["states"], m // static.every)
+        x_prev = _lane_where(active & (m % static.every == 0), stored, x_prev)
+    y1_ct, s1_ct = _lane_where(active, x_ct, _zeros_like(x_ct))
+    dense_ct = _zeros_like(dense)
+    new_ts_ct = []
     for i, lay in enumerate(static.layouts):
         sub_ts = lanes["subs_ts"][i]
+        if sub_ts is None:
+            new_ts_ct.append(None)
+            continue
+        (dense_ct, y1_ct, theta_ct, ts_ct_i) = _pull_ts_rows(
+            i,
+            lay,
+            lanes,
+            active,
+            ta,
+            tb,
+            dense,
+            x[0],
+            sub_ts,
+            (dense_ct, y1_ct, theta_ct, ts_ct[i]),
+            bw.in_step_fn(i),
+            bw.theta_diff,
+            bw.theta_other,
+        )
+        new_ts_ct.append(ts_ct_i)
+    x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
+    theta_ct = _add(theta_ct, theta_step_ct)
+    y_prev_ct, s_prev_ct = x_prev_ct
+    y_prev_ct, theta_ct = _pull_steps_rows(
+        static,
+        lanes,
+        jnp.where(active, m, 0),
+        x_prev[0],
+        time_of,
+        y_prev_ct,
+        theta_ct,
+        bw.pull_saved,
+    )
+    x = _lane_where(active, x_prev, x)
+    x_ct = _lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
+    return n - active.astype(n.dtype), x, x_ct, theta_ct, new_ts_ct
+
+
+def _pull_t0_rows(bw: _Backward, lanes, y0_ct, theta_ct):
+    """Cotangents from the outputs at t0: the t0 row and the `ts` at or before
+    t0, all `fn(t0, y0)`."""
+    static = bw.static
+    num_lanes = lanes["n"].shape[0]
+    time_dtype = lanes["t0"].dtype
+    for i, lay in enumerate(static.layouts):
+        sub_ts = lanes["subs_ts"][i]
+        if not static.t0_rows[i] and sub_ts is None:
+            continue
         weight = jnp.zeros((num_lanes, lay.size), time_dtype)
         if static.t0_rows[i]:
             weight = weight.at[:, 0].set(1)
         if sub_ts is not None:
             at_t0 = (sub_ts <= lanes["t0"][:, None]).astype(time_dtype)
             weight = weight.at[:, lay.offset_ts : lay.offset_steps].set(at_t0)
-        if not static.t0_rows[i] and sub_ts is None:
-            continue
         ct_out = jtu.tree_map(
             lambda c, weight=weight: jnp.einsum(
                 "br,br...->b...", weight.astype(c.dtype), c
             ),
             lanes["ys_ct"][i],
         )
-        dy, dth = pull_saved(i, lanes["t0"], lanes["y0"], ct_out, direction)
+        dy, dth = bw.pull_saved(i, lanes["t0"], lanes["y0"], ct_out, lanes["direction"])
         y0_ct, theta_ct = _add(y0_ct, dy), _add(theta_ct, dth)
-    lane_ct = dict(y0=y0_ct, s0=s0_ct, ts=ts_ct)
-    return lane_ct, theta_ct
+    return y0_ct, theta_ct
+
+
+def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
+    """Walk the accepted steps of every lane from last to first.
+
+    `lanes`: per-lane values with a leading lane axis. `theta_diff`: the
+    differentiable parameters (`terms`, `args`), with lane axis per `axes`.
+    Returns the per-lane cotangents (`y0`, `s0`, `ts`) and those of
+    `theta_diff` (summed over lanes where it is shared)."""
+    bw = _Backward(static, theta_diff, theta_other, axes)
+    backward_step = bw.linearised_backward_step()
+    y_ct, theta_ct = _pull_final_rows(bw, lanes, _zeros_like(theta_diff))
+    ts_ct = [
+        None if ts is None else jnp.zeros(ts.shape, ts.dtype) for ts in lanes["subs_ts"]
+    ]
+    carry = (
+        lanes["n"],
+        (lanes["y"], lanes["s"]),
+        (y_ct, lanes["s_ct"]),
+        theta_ct,
+        ts_ct,
+    )
+    _, _, x_ct, theta_ct, ts_ct = lax.while_loop(
+        lambda carry: jnp.any(carry[0] > 0),
+        functools.partial(_backward_body, bw, lanes, backward_step),
+        carry,
+    )
+    y0_ct, s0_ct = x_ct
+    y0_ct, theta_ct = _pull_t0_rows(bw, lanes, y0_ct, theta_ct)
+    return dict(y0=y0_ct, s0=s0_ct, ts=ts_ct), theta_ct
 
 
 def _coupled_backward_step(solver, vm, theta, theta_diff, theta_other):
