@@ -1,0 +1,148 @@
+"""Outputs per step, from none to many: `SaveAt(ts)` times that skip steps, crowd
+into one step, all fall in the last step, repeat, or equal `t0`/`t1`; together
+with `subs`, `fn`, `steps` and dense output; under `vmap` with lanes whose steps
+differ; and gradients through them with every adjoint. Checked against the
+exact solution of y' = -k y (and, under `vmap`, against unbatched solves)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdiffeq as jd
+
+Y0 = jnp.array([1.0, 2.0])
+TS_CASES = {
+    "crowded-and-sparse": [0.01, 0.02, 0.03, 0.55, 0.99, 0.995, 1.0],
+    "all-in-last-step": list(np.linspace(0.91, 1.0, 7)),
+    "t0-duplicates-t1": [0.0, 0.0, 0.5, 0.5, 1.0, 1.0],
+    "one-per-step": list(np.linspace(0.05, 0.95, 10)),
+}
+
+
+def _decay(t, y, k):
+    del t
+    return -k * y
+
+
+def _exact(ts, k=0.5):
+    return Y0[None, :] * jnp.exp(-k * jnp.asarray(ts))[:, None]
+
+
+def _solve(saveat, k=jnp.asarray(0.5), adjoint=jd.RecursiveCheckpointAdjoint()):
+    return jd.diffeqsolve(
+        jd.ODETerm(_decay),
+        jd.Tsit5(),
+        0.0,
+        1.0,
+        0.1,
+        Y0,
+        k,
+        saveat=saveat,
+        stepsize_controller=jd.ConstantStepSize(),
+        adjoint=adjoint,
+        max_steps=64,
+    )
+
+
+@pytest.mark.parametrize("name", list(TS_CASES))
+def test_ts_patterns_with_subs_fn_steps_and_dense(name):
+    ts = jnp.asarray(TS_CASES[name])
+    saveat = jd.SaveAt(
+        subs=[
+            jd.SubSaveAt(ts=ts),
+            jd.SubSaveAt(ts=ts, fn=lambda t, y, k: jnp.sum(y**2)),
+            jd.SubSaveAt(steps=True),
+        ],
+        dense=True,
+    )
+    sol = _solve(saveat)
+    assert sol.ys is not None and sol.ts is not None
+    ys_ts, ys_fn, ys_steps = sol.ys
+    exact = _exact(ts)
+    np.testing.assert_allclose(ys_ts, exact, rtol=1e-6)
+    np.testing.assert_allclose(ys_fn, jnp.sum(exact**2, axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(sol.ts[0], ts)
+    # Steps of 0.1 end on the grid; the dense output agrees with the saved rows.
+    num = int(sol.stats["num_accepted_steps"])
+    assert num == 10
+    np.testing.assert_allclose(ys_steps[:num], _exact(sol.ts[2][:num]), rtol=1e-6)
+    dense = jax.vmap(sol.evaluate)(ts)
+    np.testing.assert_allclose(dense, ys_ts, rtol=1e-12, atol=1e-14)
+
+
+def test_vmap_lanes_with_different_outputs_per_step():
+    """Lanes with different rates take different adaptive steps, so each step
+    holds a different number of outputs per lane; the batched outputs equal
+    those of the lanes solved one at a time."""
+    ts = jnp.asarray(TS_CASES["crowded-and-sparse"] + [0.3, 0.31, 0.7])
+    ts = jnp.sort(ts)
+    ks = jnp.asarray([0.1, 2.0, 15.0])
+
+    def solve(k):
+        sol = jd.diffeqsolve(
+            jd.ODETerm(_decay),
+            jd.Tsit5(),
+            0.0,
+            1.0,
+            None,
+            Y0,
+            k,
+            saveat=jd.SaveAt(ts=ts, t1=True),
+            stepsize_controller=jd.PIDController(rtol=1e-8, atol=1e-10),
+        )
+        assert sol.ys is not None
+        return sol.ys, sol.stats["num_accepted_steps"]
+
+    batched, steps = jax.vmap(solve)(ks)
+    assert len(set(np.asarray(steps).tolist())) == 3  # the lanes step differently
+    for lane, k in enumerate(ks):
+        single, _ = solve(k)
+        np.testing.assert_allclose(batched[lane], single, rtol=1e-12, atol=1e-14)
+        exact = Y0[None, :] * jnp.exp(-k * jnp.append(ts, 1.0))[:, None]
+        np.testing.assert_allclose(single, exact, rtol=1e-6, atol=1e-10)
+
+
+ADJOINTS = {
+    "recursive": jd.RecursiveCheckpointAdjoint(),
+    "direct": jd.DirectAdjoint(),
+    "backsolve": jd.BacksolveAdjoint(),
+    "reversible": jd.ReversibleAdjoint(),
+}
+
+
+@pytest.mark.parametrize("name", ["crowded-and-sparse", "all-in-last-step"])
+@pytest.mark.parametrize("adjoint", list(ADJOINTS))
+def test_gradients_through_crowded_outputs(name, adjoint):
+    """d/dk of sum(y(t_i)^2) against the exact derivative
+    -2 t_i sum(y0^2) exp(-2 k t_i), and against central finite differences of
+    the same (loose) solve."""
+    ts = jnp.asarray(TS_CASES[name])
+
+    def loss(k):
+        sol = _solve(jd.SaveAt(ts=ts), k, ADJOINTS[adjoint])
+        assert sol.ys is not None
+        return jnp.sum(sol.ys**2)
+
+    k = jnp.asarray(0.5)
+    grad = jax.grad(loss)(k)
+    exact = jnp.sum(-2 * ts * jnp.sum(Y0**2) * jnp.exp(-2 * k * ts))
+    np.testing.assert_allclose(grad, exact, rtol=1e-5)
+    eps = 1e-5
+    finite_difference = (loss(k + eps) - loss(k - eps)) / (2 * eps)
+    np.testing.assert_allclose(grad, finite_difference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["crowded-and-sparse", "t0-duplicates-t1"])
+def test_forward_mode_through_crowded_outputs(name):
+    ts = jnp.asarray(TS_CASES[name])
+
+    def outputs(k):
+        sol = _solve(jd.SaveAt(ts=ts), k, jd.ForwardMode())
+        assert sol.ys is not None
+        return sol.ys
+
+    k = jnp.asarray(0.5)
+    tangent = jax.jacfwd(outputs)(k)
+    exact = -ts[:, None] * _exact(ts, 0.5)
+    np.testing.assert_allclose(tangent, exact, rtol=1e-5, atol=1e-12)
