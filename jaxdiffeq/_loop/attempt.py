@@ -91,7 +91,14 @@ def attempt_step(
         step.solver_state,
         jnp.asarray(step.made_jump, bool) if cfg.can_jump else None,
     )
-    decision = env.controller.adapt_step_size(
+    (
+        keep_step,
+        next_tprev,
+        next_tnext,
+        next_made_jump,
+        new_controller_state,
+        controller_result,
+    ) = env.controller.adapt_step_size(
         step.tprev,
         step.tnext,
         step.y,
@@ -101,15 +108,12 @@ def attempt_step(
         cfg.error_order,
         step.controller_state,
     )
-    keep_step, next_tprev, next_tnext, next_made_jump, new_controller_state = decision[
-        :5
-    ]
     keep_step = jnp.asarray(keep_step)
     next_tprev, next_tnext = _next_times(env, keep_step, next_tprev, next_tnext)
     result = _result_code(
         env,
         step,
-        (solver_result, decision[5]),
+        (solver_result, controller_result),
         y1,
         keep_step,
         next_tprev,
