@@ -46,6 +46,7 @@ class Settings:
     record_every: int | None
     progress_meter: AbstractProgressMeter
     any_ts: bool  # some SubSaveAt has `ts`
+    ts_widths: tuple[int, ...]  # per SubSaveAt: most `ts` rows written per visit
 
     @property
     def record(self) -> bool:
@@ -69,6 +70,22 @@ class Settings:
         return jnp.asarray(t, self.time_dtype)
 
 
+# `SaveAt(ts)` outputs are written `width` at a time: the step's interpolant is
+# evaluated at the next `width` output times at once (masked where they lie
+# beyond the step), so a step holding many outputs costs one loop iteration, not
+# one per output. Each visit costs `width` evaluations whether they are due or
+# not, so the width is bounded by the state size: `width * state size` at most
+# `_TS_WIDTH_BUDGET` elements (for a large state, one at a time, as before).
+_TS_WIDTH_MAX = 32
+_TS_WIDTH_BUDGET = 4096
+
+
+def ts_width(num_ts: int, state_size: int) -> int:
+    """How many `ts` rows one visit of the output writes may fill."""
+    budget = max(1, _TS_WIDTH_BUDGET // max(state_size, 1))
+    return max(1, min(num_ts, _TS_WIDTH_MAX, budget))
+
+
 def settings(
     *,
     solver,
@@ -81,6 +98,7 @@ def settings(
     progress_meter,
     record_times,
     record_every,
+    state_size: int,
 ) -> Settings:
     return Settings(
         layouts=tuple(layout(sub, max_steps) for sub in subs),
@@ -94,4 +112,8 @@ def settings(
         record_every=record_every,
         progress_meter=progress_meter,
         any_ts=any(sub.ts is not None for sub in subs),
+        ts_widths=tuple(
+            0 if sub.ts is None else ts_width(int(sub.ts.shape[0]), state_size)
+            for sub in subs
+        ),
     )

@@ -1,7 +1,7 @@
 """The loop itself, in the forms the adjoints ask for: nested (an inner loop over
 steps with a small carry, left whenever an output is due; the outer loop writes
-it) and flat (one loop, each iteration writing the due output and attempting a
-step), run by `_while.while_loop` or `_while.checkpointed_loop`.
+the outputs of the step) and flat (one loop, each iteration writing the due
+outputs and attempting a step), run by `_while.while_loop` or `_while.checkpointed_loop`.
 
 Events and Brownian-path state (later) plug in at `attempt_step` (a step that
 ends at an event) and at `write_outputs`; the loop forms here do not change."""
@@ -60,8 +60,8 @@ def step_only(cfg: Settings, env: Env, carry):
 
 
 def write_then_step(cfg: Settings, env: Env, carry):
-    """Write one due output (where one is due), then attempt a step where no
-    output of the last step remains to be written."""
+    """Write the due outputs (up to each `SubSaveAt`'s width), then attempt a
+    step where no output of the last step remains to be written."""
     state, last = write_outputs(cfg, env, *carry)
     # `attempt_step` relies on the loop's condition outside `vmap`; here the loop
     # may go on for a write after the last step.
@@ -73,11 +73,18 @@ def write_then_step(cfg: Settings, env: Env, carry):
 
 def max_iterations(cfg: Settings) -> int | None:
     """A bound on the iterations of the flat loop: each one attempts a step,
-    except those that write a further `ts` output of the same step, and the
-    last, which writes the last step's outputs."""
+    except those that write further `ts` outputs of the same step (a step with
+    `m` outputs of a `SubSaveAt` of width `w` is visited `ceil(m / w)` times, so
+    at most `ceil(num_ts / w)` visits are extra), and the last, which writes the
+    last step's outputs."""
     if cfg.max_steps is None:
         return None
-    return cfg.max_steps + sum(lay.num_ts for lay in cfg.layouts) + 1
+    extra = sum(
+        -(-lay.num_ts // width)
+        for lay, width in zip(cfg.layouts, cfg.ts_widths)
+        if lay.num_ts
+    )
+    return cfg.max_steps + extra + 1
 
 
 def _nested(cfg: Settings, carry, env: Env):
@@ -96,7 +103,7 @@ def _flat_buffers(carry):
 
 def _flat_form(cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over `(State, LastStep)`:
-    each iteration writes one due output, then attempts a step."""
+    each iteration writes the due outputs, then attempts a step."""
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
         lambda carry, env: write_then_step(cfg, env, carry),
@@ -123,9 +130,9 @@ def run_loop(
     """Run the loop of the given kind and return the final state.
 
     `"lax"` runs the nested form. The differentiable kinds run a flat form,
-    because reverse mode needs a single loop: each iteration writes the one
-    output that is due (masked), then attempts a step unless another output of
-    the same step is still due. No `lax.cond` chooses between the two: its
+    because reverse mode needs a single loop: each iteration writes the outputs
+    that are due (masked, up to each `SubSaveAt`'s width), then attempts a step
+    unless more outputs of the same step are still due. No `lax.cond` chooses between the two: its
     branches would copy the carry every iteration. The output buffers are the
     loop's `buffers`, stored once rather than in every checkpoint."""
     if kind == "lax":

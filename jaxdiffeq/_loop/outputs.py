@@ -2,6 +2,7 @@
 the dense-output buffers and the reversible adjoint's record."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
@@ -14,6 +15,7 @@ from .state import (
     SaveState,
     State,
     masked_write,
+    scatter_rows,
     t1_row_written,
     tree_masked_write,
     value_in_step,
@@ -44,17 +46,43 @@ def any_ts_pending(cfg: Settings, env: Env, ts_indices, tnext):
     return pending
 
 
-def _save_next_ts(env: Env, sub, lay, save_state, ts_index, interpolation, last, y1):
-    """Write the next `SaveAt.ts` output if it lies in the last step. One output
-    per call: a step with several outputs is visited again by the outer loop
+def _due_rows(sub, lay: Layout, ts_index, width: int, last: LastStep):
+    """The next `width` entries of `ts` from `ts_index` (indices, times, and
+    which of them are due: in the last step, a prefix as `ts` is sorted)."""
+    j = ts_index + jnp.arange(width, dtype=ts_index.dtype)
+    t = sub.ts[jnp.minimum(j, lay.num_ts - 1)]
+    due = last.write & (j < lay.num_ts) & (t <= last.tnext)
+    return j, t, due
+
+
+def _save_due_ts(env: Env, sub, lay, width, s, ts_index, interpolation, last, y1):
+    """Write the `SaveAt.ts` outputs that lie in the last step, up to `width` of
+    them (all at once: one evaluation of the interpolant at `width` times, one
+    scatter of the due rows). A step with more is visited again by the loop
     before stepping resumes."""
     if sub.ts is None:
-        return save_state, ts_index
-    pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
-    t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
-    y_t = value_in_step(interpolation, last.tnext, y1, t)
-    save_state = write_row(env, sub, save_state, lay.offset_ts + ts_index, t, y_t, pred)
-    return save_state, ts_index + pred.astype(ts_index.dtype)
+        return s, ts_index
+    if width == 1:
+        pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
+        t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
+        y_t = value_in_step(interpolation, last.tnext, y1, t)
+        s = write_row(env, sub, s, lay.offset_ts + ts_index, t, y_t, pred)
+        return s, ts_index + pred.astype(ts_index.dtype)
+    j, t, due = _due_rows(sub, lay, ts_index, width, last)
+
+    def output(t):
+        y_t = value_in_step(interpolation, last.tnext, y1, t)
+        return sub.fn(t * env.direction, y_t, env.args)
+
+    out = jax.vmap(output)(t)
+    # Rows not due go past the end of the buffer, where the scatter drops them
+    # (each to its own index, so the indices stay unique and sorted).
+    num_rows = s.ts.shape[0]
+    rows = where(due, lay.offset_ts + j, num_rows + jnp.arange(width, dtype=j.dtype))
+    ys = jtu.tree_map(lambda b, o: scatter_rows(b, rows, o), s.ys, out)
+    ts = scatter_rows(s.ts, rows, t * env.direction)
+    count = jnp.sum(due, dtype=ts_index.dtype)
+    return SaveState(ts=ts, ys=ys), ts_index + count
 
 
 def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
@@ -71,10 +99,10 @@ def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
         interpolation = None
     save_states = []
     ts_indices = []
-    for sub, lay, s, index in zip(
-        env.subs, cfg.layouts, state.save_states, step.ts_indices
+    for sub, lay, width, s, index in zip(
+        env.subs, cfg.layouts, cfg.ts_widths, state.save_states, step.ts_indices
     ):
-        s, index = _save_next_ts(env, sub, lay, s, index, interpolation, last, y1)
+        s, index = _save_due_ts(env, sub, lay, width, s, index, interpolation, last, y1)
         if sub.steps:
             count = step.num_accepted_steps
             pred = fresh & (count % sub.steps == 0)
@@ -131,8 +159,8 @@ def _write_record(cfg: Settings, state: State, last: LastStep):
 def write_outputs(
     cfg: Settings, env: Env, state: State, last: LastStep
 ) -> tuple[State, LastStep]:
-    """Write what the last step owes: at most one `ts` output per `SubSaveAt`,
-    and, for a freshly accepted step, its `steps`, dense and record rows."""
+    """Write what the last step owes: its `ts` outputs (up to `cfg.ts_widths`
+    per `SubSaveAt`; the loop comes back for the rest) and, for a freshly accepted step, its `steps`, dense and record rows."""
     save_states, ts_indices = _write_saveat(cfg, env, state, last)
     dense_ts, dense_infos = _write_dense(cfg, state, last)
     record = _write_record(cfg, state, last)

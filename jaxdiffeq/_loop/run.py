@@ -5,6 +5,7 @@ output buffers. It builds the loop's `Settings` and `Env` once; the parts
 import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 
 from .._misc import where
 from .._results import RESULTS
@@ -64,6 +65,7 @@ def run(
         progress_meter=progress_meter,
         record_times=record_times,
         record_every=record_every,
+        state_size=sum(jnp.size(x) for x in jtu.tree_leaves(y0)),
     )
     env = Env(
         terms=terms,

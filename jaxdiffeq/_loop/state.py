@@ -27,6 +27,16 @@ def masked_write(buffer, index, value, pred):
     return lax.dynamic_update_index_in_dim(buffer, value, index, 0)
 
 
+def scatter_rows(buffer, rows, values):
+    """`buffer[rows] = values` for sorted, distinct `rows`; rows past the end of
+    the buffer are dropped (how `values` not to be written are masked, again
+    without reading the buffer)."""
+    values = jnp.asarray(values).astype(buffer.dtype)
+    return buffer.at[rows].set(
+        values, mode="drop", indices_are_sorted=True, unique_indices=True
+    )
+
+
 def with_spill_row(tree):
     return jtu.tree_map(lambda b: jnp.concatenate([b, b[-1:]]), tree)
 
