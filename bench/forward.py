@@ -25,9 +25,11 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_enable_compilation_cache", False)
 
 import diffrax  # noqa: E402
+import fresh_compile  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 import large_states  # noqa: E402
+import many_outputs  # noqa: E402
 import numpy as np  # noqa: E402
 from common import ratio, summary, time_interleaved, verdict  # noqa: E402
 
@@ -493,6 +495,8 @@ def report(results, meta):
     printers = {"a": report_a, "b": report_b, "c": report_c, "d": report_d}
     printers["e"] = report_e
     printers["f"] = large_states.report
+    printers["g"] = many_outputs.report
+    printers["h"] = fresh_compile.report
     for key, res in results.items():
         printers[key](res)
     print("=" * 78)
@@ -543,6 +547,8 @@ def main():
         "d": case_d_compile,
         "e": case_e_growth,
         "f": large_states.run_case,
+        "g": many_outputs.run_forward,
+        "h": fresh_compile.run_forward,
     }
     results = {}
     for key, case in cases.items():

@@ -12,6 +12,7 @@ measured in this one run. See `bench/README.md`.
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,10 @@ import jax.random as jr  # noqa: E402
 from common import environment, ratio, summary, time_interleaved, verdict  # noqa: E402
 
 import jaxdiffeq as jd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fresh_compile  # noqa: E402
+import many_outputs  # noqa: E402
 
 LIBS = {"ours": jd, "diffrax": diffrax}
 RESULTS_PATH = Path(__file__).parent / "results" / "gradients.json"
@@ -224,6 +229,8 @@ CASES = {
     "c": case_c,
     "d": case_d,
     "e": case_e,
+    "g": lambda cfg: many_outputs.run_gradients(cfg),
+    "h": lambda cfg: fresh_compile.run_gradients(cfg),
 }
 
 
@@ -234,6 +241,12 @@ def fmt(seconds):
 def print_table(results):
     print(f"\n{'case':6} {'ours':>12} {'other':>12} {'ratio':>7} target  verdict")
     for name, r in results.items():
+        if name == "g":
+            many_outputs.report(r)
+            continue
+        if name == "h":
+            fresh_compile.report(r)
+            continue
         t = r["times"]
         if name == "e":
             key, other = "ratio_ours_scan", "scan"
@@ -255,6 +268,7 @@ def main():
     parser.add_argument("--cases", default="".join(CASES), help="e.g. 'a1,c'")
     args = parser.parse_args()
     cfg = argparse.Namespace(
+        quick=args.quick,
         repeats=3 if args.quick else 9,
         min_sample_s=0.02,
         compile_repeats=1 if args.quick else 3,

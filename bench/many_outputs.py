@@ -132,10 +132,10 @@ def timed(fns, arg, repeats, min_sample_s):
     return {"times": times, "ratio": ratio(times, "ours", "diffrax")}
 
 
-def lorenz_rows(quick, repeats, min_sample_s):
+def lorenz_rows(quick, repeats, min_sample_s, parts):
     sizes = [10, 100, 1_000, 10_000] + ([] if quick else [100_000])
     rows = []
-    for gradient in (False, True):
+    for gradient in parts:
         for batched in (False, True):
             for n in sizes:
                 label = ("gradient" if gradient else "forward") + (
@@ -154,9 +154,9 @@ def lorenz_rows(quick, repeats, min_sample_s):
     return rows
 
 
-def node_rows(repeats, min_sample_s):
+def node_rows(repeats, min_sample_s, parts):
     rows = []
-    for gradient in (False, True):
+    for gradient in parts:
         for n in (10, 100):
             label = "gradient" if gradient else "forward"
             print(f"  neural ODE {label} {n}", file=sys.stderr, flush=True)
@@ -212,11 +212,22 @@ def report(res):
         )
 
 
-def run_case(cfg):
+def run_case(cfg, parts=(False, True)):
+    """The rows of `parts` (False: forward solves, True: gradients)."""
     repeats, min_sample_s = (3, 0.005) if cfg.quick else (9, 0.02)
-    rows = lorenz_rows(cfg.quick, repeats, min_sample_s)
-    rows += node_rows(repeats, min_sample_s)
+    rows = lorenz_rows(cfg.quick, repeats, min_sample_s, parts)
+    rows += node_rows(repeats, min_sample_s, parts)
     return {"rows": rows, "slopes": slopes(rows), "target": TARGET}
+
+
+def run_forward(cfg):
+    """Case (g) of `bench/forward.py`: the forward solves."""
+    return run_case(cfg, parts=(False,))
+
+
+def run_gradients(cfg):
+    """Case (g) of `bench/gradients.py`: the gradients."""
+    return run_case(cfg, parts=(True,))
 
 
 def main():

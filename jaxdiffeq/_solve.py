@@ -32,17 +32,25 @@ def _as_array(x):
     return jnp.asarray(x) if isinstance(x, (int, float)) else x
 
 
+def _as_numpy(x):
+    """A known value as a NumPy array (`None` as it is)."""
+    return None if x is None else np.asarray(x)
+
+
 def _is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
 
 
-def _time_checks(t0, t1, dt0):
-    """(failure predicate, message) for the values of `t0`, `t1`, `dt0`."""
-    checks = [(~jnp.isfinite(t0) | ~jnp.isfinite(t1), "`t0` and `t1` must be finite.")]
+def _time_checks(t0, t1, dt0, xp=jnp):
+    """(failure predicate, message) for the values of `t0`, `t1`, `dt0`, computed
+    with the array module `xp`: `jax.numpy` for traced values, NumPy for known
+    ones (eager JAX operations would each compile a small program, which in a
+    fresh process costs more than the whole solve's tracing)."""
+    checks = [(~xp.isfinite(t0) | ~xp.isfinite(t1), "`t0` and `t1` must be finite.")]
     if dt0 is not None:
         checks += [
             (
-                (dt0 == 0) | jnp.isnan(dt0),
+                (dt0 == 0) | xp.isnan(dt0),
                 "`dt0` must be a non-zero number (got zero or NaN).",
             ),
             (
@@ -53,18 +61,19 @@ def _time_checks(t0, t1, dt0):
     return checks
 
 
-def _ts_checks(ts, t0, t1):
-    """(failure predicate, message) for the values of one `SaveAt(ts)`."""
+def _ts_checks(ts, t0, t1, xp=jnp):
+    """(failure predicate, message) for the values of one `SaveAt(ts)` (`xp` as
+    in `_time_checks`)."""
     if ts.shape[0] == 0:
         return []
-    sign = jnp.where(t0 <= t1, 1, -1)
+    sign = xp.where(t0 <= t1, 1, -1)
     return [
         (
-            jnp.any(jnp.diff(ts) * sign < 0),
+            xp.any(xp.diff(ts) * sign < 0),
             "`SaveAt(ts=...)` must be sorted in the direction of integration.",
         ),
         (
-            jnp.any(((ts - t0) * sign < 0) | ((t1 - ts) * sign < 0)),
+            xp.any(((ts - t0) * sign < 0) | ((t1 - ts) * sign < 0)),
             "`SaveAt(ts=...)` must lie inside [t0, t1].",
         ),
     ]
@@ -511,12 +520,11 @@ def diffeqsolve(
     ts_list = [sub.ts for sub in subs if sub.ts is not None]
     check_times = not _is_concrete((t0, t1, dt0))
     check_ts = not _is_concrete((ts_list, t0, t1))
-    with jax.ensure_compile_time_eval():
-        if not check_times:
-            _raise_now(_time_checks(*(_as_array(x) for x in (t0, t1, dt0))))
-        if not check_ts:
-            for ts in ts_list:
-                _raise_now(_ts_checks(jnp.asarray(ts), _as_array(t0), _as_array(t1)))
+    if not check_times:
+        _raise_now(_time_checks(*(_as_numpy(x) for x in (t0, t1, dt0)), xp=np))
+    if not check_ts:
+        for ts in ts_list:
+            _raise_now(_ts_checks(np.asarray(ts), _as_numpy(t0), _as_numpy(t1), xp=np))
     # Python scalars become arrays, so that new values do not trigger a recompile.
     t0, t1, dt0 = _as_array(t0), _as_array(t1), _as_array(dt0)
     _check_vector_field(terms, t0, y0, args)

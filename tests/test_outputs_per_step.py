@@ -146,3 +146,58 @@ def test_forward_mode_through_crowded_outputs(name):
     tangent = jax.jacfwd(outputs)(k)
     exact = -ts[:, None] * _exact(ts, 0.5)
     np.testing.assert_allclose(tangent, exact, rtol=1e-5, atol=1e-12)
+
+
+# More outputs in one step than one visit of the output writes takes (32 for a
+# small state): the loop comes back to the step before stepping on.
+OVERFLOW_TS = jnp.linspace(0.9005, 1.0, 80)
+
+
+@pytest.mark.parametrize("adjoint", ["recursive", "direct", "reversible"])
+def test_more_outputs_in_one_step_than_one_visit_writes(adjoint):
+    """80 outputs in the last step: every row is written, forward and through
+    the gradient (the bounded loop of `DirectAdjoint` must have room for the
+    extra visits)."""
+
+    def loss(k):
+        sol = _solve(jd.SaveAt(ts=OVERFLOW_TS), k, ADJOINTS[adjoint])
+        assert sol.ys is not None
+        return jnp.sum(sol.ys**2), sol.ys
+
+    k = jnp.asarray(0.5)
+    (_, ys), grad = jax.value_and_grad(loss, has_aux=True)(k)
+    np.testing.assert_allclose(ys, _exact(OVERFLOW_TS), rtol=1e-6)
+    ts = OVERFLOW_TS
+    exact = jnp.sum(-2 * ts * jnp.sum(Y0**2) * jnp.exp(-2 * k * ts))
+    np.testing.assert_allclose(grad, exact, rtol=1e-5)
+
+
+def test_crowded_outputs_of_a_large_state_one_at_a_time():
+    """A state too large for several outputs per visit (written one at a time)
+    saves the same rows as a small one."""
+    n = 5000
+    y0 = jnp.linspace(1.0, 2.0, n)
+    ts = jnp.asarray(TS_CASES["crowded-and-sparse"])
+    sol = jd.diffeqsolve(
+        jd.ODETerm(_decay),
+        jd.Tsit5(),
+        0.0,
+        1.0,
+        0.1,
+        y0,
+        jnp.asarray(0.5),
+        saveat=jd.SaveAt(ts=ts),
+        stepsize_controller=jd.ConstantStepSize(),
+    )
+    assert sol.ys is not None
+    exact = y0[None, :] * jnp.exp(-0.5 * ts)[:, None]
+    np.testing.assert_allclose(sol.ys, exact, rtol=1e-6)
+
+
+def test_output_width_follows_the_state_size():
+    from jaxdiffeq._loop.config import ts_width
+
+    assert ts_width(7, 2) == 7  # no wider than `ts`
+    assert ts_width(1000, 3) == 32
+    assert ts_width(1000, 1000) == 4
+    assert ts_width(1000, 10**5) == 1
