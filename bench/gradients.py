@@ -31,6 +31,7 @@ import jaxdiffeq as jd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fresh_compile  # noqa: E402
+import large_states  # noqa: E402
 import many_outputs  # noqa: E402
 
 LIBS = {"ours": jd, "diffrax": diffrax}
@@ -229,6 +230,7 @@ CASES = {
     "c": case_c,
     "d": case_d,
     "e": case_e,
+    "f": lambda cfg: large_states.run_gradients(cfg),
     "g": lambda cfg: many_outputs.run_gradients(cfg),
     "h": lambda cfg: fresh_compile.run_gradients(cfg),
 }
@@ -241,6 +243,9 @@ def fmt(seconds):
 def print_table(results):
     print(f"\n{'case':6} {'ours':>12} {'other':>12} {'ratio':>7} target  verdict")
     for name, r in results.items():
+        if name == "f":
+            large_states.report_gradients(r)
+            continue
         if name == "g":
             many_outputs.report(r)
             continue

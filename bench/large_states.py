@@ -3,12 +3,17 @@ across state sizes (case (f) of `bench/forward.py`; also runs alone).
 
     .venv/bin/python bench/large_states.py            # full sweep (minutes)
     .venv/bin/python bench/large_states.py --quick    # sizes up to 10^5, few repeats
+    .venv/bin/python bench/large_states.py --gradients  # the gradient sweep
 
 1-D: a 3-point stencil on n points, 2-D: a 5-point stencil on an m x m grid. Each
 solve is 100 constant steps (or Tsit5 + PIDController 1e-6), SaveAt(t1=True), in
 float64 and float32. Prints ours / Diffrax per solver and size (measured in this
 run, the libraries timed alternately) and the cost growth per 10x state size
-(linear is 10), and writes `bench/results/large_states.json`.
+(linear is 10), and writes `bench/results/large_states.json`. With
+`--gradients` (case (f) of `bench/gradients.py`): the gradient of the 1-D solve
+with respect to `y0`, ours checkpointed and reversible against Diffrax's
+checkpointing, 10^2 to 10^6 points, float64 and float32 (writes
+`bench/results/large_state_gradients.json`).
 """
 
 import argparse
@@ -140,6 +145,82 @@ def growth(rows):
     }
 
 
+def _gradient_fn(lib, solver, adjoint):
+    """`y0 -> d/dy0 sum(y(t1)^2)` of the 1-D heat equation, 100 constant steps."""
+    kappa = 0.1
+
+    def loss(y0):
+        sol = lib.diffeqsolve(
+            lib.ODETerm(heat_1d),
+            getattr(lib, solver)(),
+            0.0,
+            NUM_STEPS * DT,
+            DT,
+            y0,
+            jnp.asarray(kappa, y0.dtype),
+            adjoint=adjoint,
+            max_steps=NUM_STEPS,
+        )
+        return jnp.sum(sol.ys**2)
+
+    return jax.jit(jax.grad(loss))
+
+
+def gradient_sweep(quick):
+    """The gradient of a large-state solve: ours with `RecursiveCheckpointAdjoint`
+    and with `ReversibleAdjoint`, both against Diffrax's checkpointing."""
+    sizes = [100, 1_000, 10_000, 100_000] + ([] if quick else [1_000_000])
+    repeats, min_sample_s = (3, 0.005) if quick else (7, 0.02)
+    rows = []
+    for dtype in (jnp.float64, jnp.float32):
+        for n in sizes:
+            for solver in ("Euler", "Tsit5"):
+                print(
+                    f"  heat-1d gradient {solver} {n} {dtype.__name__}", file=sys.stderr
+                )
+                fns = {
+                    "ours": _gradient_fn(jd, solver, jd.RecursiveCheckpointAdjoint()),
+                    "reversible": _gradient_fn(jd, solver, jd.ReversibleAdjoint()),
+                    "diffrax": _gradient_fn(
+                        diffrax, solver, diffrax.RecursiveCheckpointAdjoint()
+                    ),
+                }
+                y0 = _initial_state((n,), dtype)
+                samples, _ = time_interleaved(fns, y0, repeats, min_sample_s)
+                times = {name: summary(s) for name, s in samples.items()}
+                rows.append(
+                    {
+                        "problem": "heat-1d gradient",
+                        "size": n,
+                        "solver": solver,
+                        "dtype": dtype.__name__,
+                        "times": times,
+                        "ratio": ratio(times, "ours", "diffrax"),
+                        "ratio_reversible": ratio(times, "reversible", "diffrax"),
+                    }
+                )
+    return rows
+
+
+def run_gradients(cfg):
+    """Case (f) of `bench/gradients.py`."""
+    rows = gradient_sweep(cfg.quick)
+    return {"rows": rows, "growth": growth(rows), "target": TARGET}
+
+
+def report_gradients(res):
+    print("(f) heat equation gradient d/dy0 sum(y(t1)^2), 100 constant steps")
+    print(f"    ours / Diffrax checkpointing (target <= {TARGET}); ours median time")
+    for row in res["rows"]:
+        paired = row["ratio"]["paired"]
+        flag = "" if paired <= TARGET else "  MISS"
+        print(
+            f"    {row['dtype']:8s} {row['solver']:6s} n={row['size']:>8d}  "
+            f"{row['times']['ours']['median_s'] * 1e3:10.3f} ms  ratio {paired:5.2f}"
+            f"{flag}  reversible {row['ratio_reversible']['paired']:5.2f}"
+        )
+
+
 def report(res):
     print("(f) heat equation, 100 constant steps (or PID 1e-6), SaveAt(t1=True)")
     print(f"    ours / Diffrax (target <= {TARGET}); ours median time")
@@ -161,10 +242,17 @@ def run_case(cfg):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--gradients", action="store_true", help="the gradient sweep")
+    parser.add_argument("--output", type=Path, default=None)
     cfg = parser.parse_args()
-    res = run_case(cfg)
-    report(res)
+    if cfg.gradients:
+        res = run_gradients(cfg)
+        report_gradients(res)
+        cfg.output = cfg.output or RESULTS_PATH.with_name("large_state_gradients.json")
+    else:
+        res = run_case(cfg)
+        report(res)
+        cfg.output = cfg.output or RESULTS_PATH
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     cfg.output.write_text(
         json.dumps({"meta": environment(quick=cfg.quick), "results": res}, indent=1)

@@ -79,6 +79,24 @@ def _ts_checks(ts, t0, t1, xp=jnp):
     ]
 
 
+def _ts_density(t0, t1, dt0, ts_list) -> float | None:
+    """About how many `SaveAt(ts)` outputs a step holds, as if every step were
+    `dt0` long, from the values that are known: `dt0`, and the interval
+    `[t0, t1]` or else the span of the output times. `None` where unknown."""
+    if dt0 is None or not ts_list or not _is_concrete(dt0):
+        return None
+    if _is_concrete((t0, t1)):
+        span = abs(float(np.asarray(t1)) - float(np.asarray(t0)))
+    elif _is_concrete(ts_list):
+        span = max(float(np.ptp(np.asarray(ts))) for ts in ts_list if ts.size)
+    else:
+        return None
+    dt = abs(float(np.asarray(dt0)))
+    if not (np.isfinite(span) and np.isfinite(dt)) or dt == 0:
+        return None
+    return max(int(ts.shape[0]) for ts in ts_list) / max(1.0, span / dt)
+
+
 def _raise_now(checks):
     """The checks of concrete values: raise for the first failure (an error that
     is both a `ValueError` and, as Diffrax's runtime checks raise, an
@@ -334,6 +352,7 @@ def _solve(
     check_times: bool,
     check_ts: bool,
     adjoint: AbstractAdjoint,
+    ts_width: int | None,
 ):
     subs, subs_treedef = jtu.tree_flatten(
         saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt)
@@ -377,6 +396,7 @@ def _solve(
         made_jump=made_jump,
         max_steps=max_steps,
         progress_meter=progress_meter,
+        ts_width=ts_width,
     )
     return _solution(
         saveat,
@@ -526,6 +546,7 @@ def diffeqsolve(
         for ts in ts_list:
             _raise_now(_ts_checks(np.asarray(ts), _as_numpy(t0), _as_numpy(t1), xp=np))
     # Python scalars become arrays, so that new values do not trigger a recompile.
+    ts_density = _ts_density(t0, t1, dt0, ts_list)
     t0, t1, dt0 = _as_array(t0), _as_array(t1), _as_array(dt0)
     _check_vector_field(terms, t0, y0, args)
     return _solve(
@@ -547,4 +568,5 @@ def diffeqsolve(
         check_times,
         check_ts,
         adjoint,
+        _loop.width_class(ts_density),
     )

@@ -194,10 +194,48 @@ def test_crowded_outputs_of_a_large_state_one_at_a_time():
     np.testing.assert_allclose(sol.ys, exact, rtol=1e-6)
 
 
-def test_output_width_follows_the_state_size():
-    from jaxdiffeq._loop.config import ts_width
+def test_output_width_follows_the_outputs_per_step_and_the_state_size():
+    from jaxdiffeq._loop.config import ts_width, width_class
 
     assert ts_width(7, 2) == 7  # no wider than `ts`
-    assert ts_width(1000, 3) == 32
-    assert ts_width(1000, 1000) == 4
-    assert ts_width(1000, 10**5) == 1
+    assert ts_width(7, 2, hint=1) == 1
+    assert ts_width(1000, 3) == 32  # without a hint (times traced)
+    assert ts_width(100_000, 3) == 64
+    assert ts_width(1000, 1000, hint=64) == 4  # the state-size budget
+    assert ts_width(1000, 10**5, hint=64) == 1
+    assert width_class(None) is None
+    assert [width_class(d) for d in (0.1, 1.0, 2.5, 10.0, 1e4)] == [1, 4, 16, 64, 64]
+
+
+def test_known_times_choose_the_width_from_outputs_per_dt0_step():
+    """100 outputs on [0, 1] with dt0 = 0.1 (about 10 per step) are written 64 at
+    a time; the same outputs with dt0 = 0.001 one at a time; both are right."""
+    import jaxdiffeq._loop.config as config
+
+    widths = []
+    original = config.ts_width
+
+    def spy(num_ts, state_size, hint=None):
+        widths.append(original(num_ts, state_size, hint))
+        return widths[-1]
+
+    ts = jnp.linspace(0.0, 1.0, 100)
+    config.ts_width = spy
+    try:
+        for dt0 in (0.1, 0.001):
+            sol = jd.diffeqsolve(
+                jd.ODETerm(_decay),
+                jd.Tsit5(),
+                0.0,
+                1.0,
+                dt0,
+                Y0,
+                jnp.asarray(0.5),
+                saveat=jd.SaveAt(ts=ts),
+                stepsize_controller=jd.PIDController(rtol=1e-8, atol=1e-10),
+            )
+            assert sol.ys is not None
+            np.testing.assert_allclose(sol.ys, _exact(ts), rtol=1e-6)
+    finally:
+        config.ts_width = original
+    assert widths == [64, 1]

@@ -28,6 +28,7 @@ and buffer writes), `setup` (the initial carry), `attempt` (one step attempt),
 `outputs` (the output writes), `drive` (the loop forms) and `run`.
 """
 
+from .config import width_class as width_class
 from .run import run as run
 from .state import (
     State as State,

@@ -70,20 +70,46 @@ class Settings:
         return jnp.asarray(t, self.time_dtype)
 
 
-# `SaveAt(ts)` outputs are written `width` at a time: the step's interpolant is
-# evaluated at the next `width` output times at once (masked where they lie
-# beyond the step), so a step holding many outputs costs one loop iteration, not
-# one per output. Each visit costs `width` evaluations whether they are due or
-# not, so the width is bounded by the state size: `width * state size` at most
-# `_TS_WIDTH_BUDGET` elements (for a large state, one at a time, as before).
-_TS_WIDTH_MAX = 32
+# `SaveAt(ts)` outputs are written up to `width` at a time: the step's
+# interpolant is evaluated at the next `width` output times at once (masked where
+# they lie beyond the step), so a step holding several outputs costs one visit of
+# the output writes, not one per output. Every visit pays for `width`
+# evaluations, due or not (and under `vmap`, for every lane), so the width
+# follows the expected number of outputs per step: a power of two from 1 to
+# `_TS_WIDTH_MAX`, about four times the outputs per step of `dt0`-long steps
+# when `dt0` and the interval are known (`diffeqsolve` passes that class). Where
+# they are traced (a neural ODE trained under `jit`, say), `_TS_WIDTH_UNKNOWN`,
+# or more for very many outputs (as if there were about 256 steps): a revisit
+# costs a whole step in a differentiated loop, where a too wide visit costs a
+# few interpolations. It is bounded by the state size too: `width * state size`
+# at most `_TS_WIDTH_BUDGET` elements (a large state's outputs one at a time).
+_TS_WIDTH_MAX = 64
 _TS_WIDTH_BUDGET = 4096
+_ASSUMED_STEPS = 256
+_TS_WIDTH_UNKNOWN = 32
 
 
-def ts_width(num_ts: int, state_size: int) -> int:
+def width_class(ts_density: float | None) -> int | None:
+    """The width for about `ts_density` outputs per step (`None` if unknown):
+    few distinct values, so that new times rarely recompile."""
+    if ts_density is None:
+        return None
+    return _power_of_two(4 * ts_density)
+
+
+def _power_of_two(x: float) -> int:
+    width = 1
+    while width < x and width < _TS_WIDTH_MAX:
+        width *= 2
+    return width
+
+
+def ts_width(num_ts: int, state_size: int, hint: int | None = None) -> int:
     """How many `ts` rows one visit of the output writes may fill."""
+    if hint is None:
+        hint = max(_TS_WIDTH_UNKNOWN, _power_of_two(num_ts / _ASSUMED_STEPS))
     budget = max(1, _TS_WIDTH_BUDGET // max(state_size, 1))
-    return max(1, min(num_ts, _TS_WIDTH_MAX, budget))
+    return max(1, min(num_ts, hint, budget))
 
 
 def settings(
@@ -99,6 +125,7 @@ def settings(
     record_times,
     record_every,
     state_size: int,
+    ts_width_hint: int | None = None,
 ) -> Settings:
     return Settings(
         layouts=tuple(layout(sub, max_steps) for sub in subs),
@@ -113,7 +140,9 @@ def settings(
         progress_meter=progress_meter,
         any_ts=any(sub.ts is not None for sub in subs),
         ts_widths=tuple(
-            0 if sub.ts is None else ts_width(int(sub.ts.shape[0]), state_size)
+            0
+            if sub.ts is None
+            else ts_width(int(sub.ts.shape[0]), state_size, ts_width_hint)
             for sub in subs
         ),
     )

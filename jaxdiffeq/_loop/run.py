@@ -48,12 +48,14 @@ def run(
     checkpoints: int | None = None,
     record_times: bool = False,
     record_every: int | None = None,
+    ts_width: int | None = None,
 ) -> State:
     """Run the step loop from `t0` to `t1` (forward time axis) and return the final
     state with filled output buffers. `kind` is the loop kind of `while_loop`
     (`"lax"`, `"bounded"`, `"checkpointed"`), chosen by the adjoint.
     `record_times` keeps the accepted step times, and `record_every=k` the state
-    every `k` accepted steps, in `State.record`."""
+    every `k` accepted steps, in `State.record`. `ts_width` is the width class
+    of the `SaveAt(ts)` writes (`config.width_class`; `None`: from `len(ts)`)."""
     cfg = settings(
         solver=solver,
         terms=terms,
@@ -66,6 +68,7 @@ def run(
         record_times=record_times,
         record_every=record_every,
         state_size=sum(jnp.size(x) for x in jtu.tree_leaves(y0)),
+        ts_width_hint=ts_width,
     )
     env = Env(
         terms=terms,
