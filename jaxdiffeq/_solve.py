@@ -88,7 +88,7 @@ def _ts_density(t0, t1, dt0, ts_list) -> float | None:
     if _is_concrete((t0, t1)):
         span = abs(float(np.asarray(t1)) - float(np.asarray(t0)))
     elif _is_concrete(ts_list):
-        span = max(float(np.ptp(np.asarray(ts))) for ts in ts_list if ts.size)
+        span = max(float(np.ptp(np.asarray(ts))) for ts in ts_list)  # never empty
     else:
         return None
     dt = abs(float(np.asarray(dt0)))

@@ -8,8 +8,9 @@ axis `tau = direction * t`; `diffeqsolve` maps times in and out.
 Why it looks the way it does (see DESIGN.md, facts 1–4):
 
 - Outputs at `SaveAt(ts)` are interpolated inside the step where they fall (output
-  `s` belongs to step `[t_k, t_{k+1}]` iff `t_k < s <= t_{k+1}`), by a short inner
-  loop over the few outputs of that step, rather than looping over output times.
+  `s` belongs to step `[t_k, t_{k+1}]` iff `t_k < s <= t_{k+1}`), several at once
+  (one vectorised evaluation of the interpolant at the next outputs, `width` of
+  them, see `config.ts_width`), rather than looping over output times.
 - Under `vmap` every loop predicate is reduced across the batch (`any_lane`) and the
   bodies mask their own updates (`lane_mask`): there is no `select` over the output
   buffers, which are written in place with `dynamic_update_slice`.

@@ -1,7 +1,8 @@
 """The loop itself, in the forms the adjoints ask for: nested (an inner loop over
 steps with a small carry, left whenever an output is due; the outer loop writes
 the outputs of the step) and flat (one loop, each iteration writing the due
-outputs and attempting a step), run by `_while.while_loop` or `_while.checkpointed_loop`.
+outputs and attempting a step), run by `_while.while_loop` or
+`_while.checkpointed_loop`.
 
 Events and Brownian-path state (later) plug in at `attempt_step` (a step that
 ends at an event) and at `write_outputs`; the loop forms here do not change."""
@@ -132,8 +133,8 @@ def run_loop(
     `"lax"` runs the nested form. The differentiable kinds run a flat form,
     because reverse mode needs a single loop: each iteration writes the outputs
     that are due (masked, up to each `SubSaveAt`'s width), then attempts a step
-    unless more outputs of the same step are still due. No `lax.cond` chooses between the two: its
-    branches would copy the carry every iteration. The output buffers are the
+    unless more outputs of the same step are still due. No `lax.cond` chooses
+    between the two: its branches would copy the carry every iteration. The output buffers are the
     loop's `buffers`, stored once rather than in every checkpoint."""
     if kind == "lax":
         return _nested(cfg, carry, env)[0]

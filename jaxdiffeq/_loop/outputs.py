@@ -160,7 +160,8 @@ def write_outputs(
     cfg: Settings, env: Env, state: State, last: LastStep
 ) -> tuple[State, LastStep]:
     """Write what the last step owes: its `ts` outputs (up to `cfg.ts_widths`
-    per `SubSaveAt`; the loop comes back for the rest) and, for a freshly accepted step, its `steps`, dense and record rows."""
+    per `SubSaveAt`; the loop comes back for the rest) and, for a freshly
+    accepted step, its `steps`, dense and record rows."""
     save_states, ts_indices = _write_saveat(cfg, env, state, last)
     dense_ts, dense_infos = _write_dense(cfg, state, last)
     record = _write_record(cfg, state, last)
