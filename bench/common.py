@@ -6,7 +6,22 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+def lorenz_with_args(t, y, args):
+    """The Lorenz vector field, `args = (sigma, rho, beta)`."""
+    del t
+    sigma, rho, beta = args
+    x, u, z = y[0], y[1], y[2]
+    return jnp.stack([sigma * (u - x), x * (rho - z) - u, x * u - beta * z])
+
+
+def lorenz(t, y, args):
+    """The Lorenz vector field with the classic parameters (`args` unused)."""
+    del args
+    return lorenz_with_args(t, y, (10.0, 28.0, 8.0 / 3.0))
 
 
 def environment(**extra):

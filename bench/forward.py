@@ -31,7 +31,7 @@ import jaxlib  # noqa: E402
 import large_states  # noqa: E402
 import many_outputs  # noqa: E402
 import numpy as np  # noqa: E402
-from common import ratio, summary, time_interleaved, verdict  # noqa: E402
+from common import lorenz, ratio, summary, time_interleaved, verdict  # noqa: E402
 
 import jaxdiffeq as jd  # noqa: E402
 
@@ -60,13 +60,6 @@ TARGET_LINEAR = 15.0  # (e): time ratio for 10x work (linear ~10, quadratic ~100
 # --------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------
-
-
-def lorenz(t, y, args):
-    del t, args
-    sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
-    x, u, z = y[0], y[1], y[2]
-    return jnp.stack([sigma * (u - x), x * (rho - z) - u, x * u - beta * z])
 
 
 def make_lorenz():

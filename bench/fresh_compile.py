@@ -35,17 +35,13 @@ PARTS = ("trace_s", "lower_s", "compile_s", "run_s")
 def _problem(lib, kind):
     import jax
     import jax.numpy as jnp
-
-    def lorenz(t, y, args):
-        sigma, rho, beta = args
-        x, u, z = y[0], y[1], y[2]
-        return jnp.stack([sigma * (u - x), x * (rho - z) - u, x * u - beta * z])
+    from common import lorenz_with_args
 
     ts = jnp.linspace(0.0, 10.0, 100)
 
     def solve(y0, args):
         return lib.diffeqsolve(
-            lib.ODETerm(lorenz),
+            lib.ODETerm(lorenz_with_args),
             lib.Tsit5(),
             0.0,
             10.0,

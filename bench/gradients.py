@@ -25,7 +25,14 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
-from common import environment, ratio, summary, time_interleaved, verdict  # noqa: E402
+from common import (  # noqa: E402
+    environment,
+    lorenz_with_args,
+    ratio,
+    summary,
+    time_interleaved,
+    verdict,
+)
 
 import jaxdiffeq as jd  # noqa: E402
 
@@ -84,17 +91,11 @@ def neural_ode_grad(lib, adjoint=None, steps=STEPS):
     return loss
 
 
-def lorenz(t, y, args):
-    sigma, rho, beta = args
-    x, u, z = y[0], y[1], y[2]
-    return jnp.stack([sigma * (u - x), x * (rho - z) - u, x * u - beta * z])
-
-
 LORENZ_ARGS = jnp.array([10.0, 28.0, 8.0 / 3.0])
 LORENZ_Y0 = jnp.array([1.0, 1.0, 1.0])
 
 
-def lorenz_grad(lib, vf=lorenz):
+def lorenz_grad(lib, vf=lorenz_with_args):
     """`(y0, args) -> gradients` of the sum of squares of 100 saved states, Tsit5
     with PID(1e-6, 1e-6) on [0, 10]."""
     ts = jnp.linspace(0.0, 10.0, 100)
@@ -176,7 +177,7 @@ def case_d(cfg):
         for name in list(LIBS) if r % 2 == 0 else list(LIBS)[::-1]:
 
             def vf(t, y, args):
-                return lorenz(t, y, args)
+                return lorenz_with_args(t, y, args)
 
             g = jax.jit(lambda a, g=lorenz_grad(LIBS[name], vf): g(LORENZ_Y0, a))
             start = time.perf_counter()

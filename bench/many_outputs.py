@@ -33,7 +33,13 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
-from common import environment, ratio, summary, time_interleaved  # noqa: E402
+from common import (  # noqa: E402
+    environment,
+    lorenz,
+    ratio,
+    summary,
+    time_interleaved,
+)
 
 import jaxdiffeq as jd  # noqa: E402
 
@@ -42,12 +48,6 @@ RESULTS_PATH = Path(__file__).parent / "results" / "many_outputs.json"
 TARGET = 0.7  # ours / Diffrax (issue 12, item 3)
 LORENZ_BATCH = 16
 NODE_BATCH = 32
-
-
-def lorenz(t, y, args):
-    del t, args
-    x, u, z = y[0], y[1], y[2]
-    return jnp.stack([10.0 * (u - x), x * (28.0 - z) - u, x * u - (8.0 / 3.0) * z])
 
 
 def lorenz_fn(lib, n_saves, gradient, batched):
