@@ -1,8 +1,11 @@
 """A large state (the 1-D heat equation by the method of lines, 10^5 points):
 each explicit Runge–Kutta solver's constant-step solution equals a plain NumPy
 loop over the same steps with the solver's Butcher tableau (the large-leaf
-layout of the stage buffer, stage axis first, is what this exercises)."""
+layout of the stage buffer, stage axis first, is what this exercises); and the
+gradient of a large adaptive solve in the reverse-mode loops, which update large
+leaves of the carry by a `lax.cond`, equals forward mode's."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -48,3 +51,52 @@ def test_large_state_equals_a_plain_loop(solver):
     expected = _numpy_rk(type(solver).tableau, y0, DT, NUM_STEPS, kappa)
     assert sol.stats["num_accepted_steps"] == NUM_STEPS
     np.testing.assert_allclose(np.asarray(sol.ys[-1]), expected, rtol=0, atol=1e-13)
+
+
+# A state past `select.COND_SIZE` elements: a reverse-mode loop updates it by a
+# `lax.cond` (the forward loop and forward mode by a `select`).
+M = 3 * 4096
+
+
+def _reaction_diffusion(t, y, k):
+    return k * _laplacian(y, jnp) + y - y**3 + 0.1 * jnp.sin(t)
+
+
+@pytest.mark.parametrize(
+    "adjoint", [jd.RecursiveCheckpointAdjoint(), jd.DirectAdjoint()]
+)
+@pytest.mark.parametrize("saveat", ["t1", "ts"])
+def test_large_state_gradient_equals_forward_mode(adjoint, saveat):
+    """d/dkappa of an adaptive solve (rejected steps included) by the reverse-mode
+    loops equals forward mode's through the plain loop, and the loss itself is
+    the plain loop's."""
+    x = jnp.linspace(0.0, 3.0, M)
+    y0 = jnp.sin(x) + 0.5 * jnp.cos(40.0 * x)
+    ts = jnp.linspace(0.0, 0.5, 7)
+    save = jd.SaveAt(t1=True) if saveat == "t1" else jd.SaveAt(ts=ts)
+
+    def loss(kappa, adjoint):
+        sol = jd.diffeqsolve(
+            jd.ODETerm(_reaction_diffusion),
+            jd.Tsit5(),
+            0.0,
+            0.5,
+            0.05,
+            y0,
+            kappa,
+            saveat=save,
+            stepsize_controller=jd.PIDController(rtol=1e-5, atol=1e-5),
+            adjoint=adjoint,
+            max_steps=64,
+        )
+        assert sol.ys is not None and sol.stats is not None
+        return jnp.sum(sol.ys**2), sol.stats["num_rejected_steps"]
+
+    kappa = jnp.asarray(30.0)
+    (value, rejected), grad = jax.value_and_grad(loss, has_aux=True)(kappa, adjoint)
+    (expected_value, _), expected = jax.jvp(
+        lambda k: loss(k, jd.ForwardMode()), (kappa,), (jnp.ones_like(kappa),)
+    )
+    assert int(rejected) > 0
+    np.testing.assert_allclose(float(value), float(expected_value), rtol=1e-12)
+    np.testing.assert_allclose(float(grad), float(expected[0]), rtol=1e-9)

@@ -9,7 +9,8 @@ from .._misc import lane_mask, where
 from .._results import RESULTS
 from .config import Env, Settings
 from .outputs import any_ts_pending
-from .state import LastStep, StepState, tree_where
+from .select import tree_where
+from .state import LastStep, StepState
 
 
 # One jitted view of the solver step, shared by the shape query and the loop body
@@ -124,15 +125,17 @@ def attempt_step(
     advance = active & (result == 0)
     accept = advance & keep_step
     new_step = StepState(
-        y=tree_where(accept, y1, step.y),
+        y=tree_where(accept, y1, step.y, cfg.cond_size),
         tprev=where(advance, next_tprev, step.tprev),
         tnext=where(advance, next_tnext, step.tnext),
         made_jump=where(advance, next_made_jump, step.made_jump)
         if cfg.can_jump
         else None,
-        solver_state=tree_where(accept, new_solver_state, step.solver_state),
+        solver_state=tree_where(
+            accept, new_solver_state, step.solver_state, cfg.cond_size
+        ),
         controller_state=tree_where(
-            advance, new_controller_state, step.controller_state
+            advance, new_controller_state, step.controller_state, cfg.cond_size
         ),
         result=where(active, result, step.result),
         num_accepted_steps=step.num_accepted_steps + accept.astype(jnp.int32),

@@ -47,6 +47,8 @@ class Settings:
     progress_meter: AbstractProgressMeter
     any_ts: bool  # some SubSaveAt has `ts`
     ts_widths: tuple[int, ...]  # per SubSaveAt: most `ts` rows written per visit
+    # Leaves of the carry this large are updated by a `cond` (`select.tree_where`).
+    cond_size: int | None = None
 
     @property
     def record(self) -> bool:
@@ -126,8 +128,10 @@ def settings(
     record_every,
     state_size: int,
     ts_width_hint: int | None = None,
+    cond_size: int | None = None,
 ) -> Settings:
     return Settings(
+        cond_size=cond_size,
         layouts=tuple(layout(sub, max_steps) for sub in subs),
         max_steps=max_steps,
         time_dtype=jnp.result_type(t0),

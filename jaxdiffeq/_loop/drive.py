@@ -7,6 +7,7 @@ outputs and attempting a step), run by `_while.while_loop` or
 Events and Brownian-path state (later) plug in at `attempt_step` (a step that
 ends at an event) and at `write_outputs`; the loop forms here do not change."""
 
+import dataclasses
 import functools
 
 import equinox as eqx
@@ -17,7 +18,8 @@ from .._while import checkpointed_loop, while_loop
 from .attempt import attempt_step, unfinished
 from .config import Env, Settings
 from .outputs import write_outputs
-from .state import LastStep, State, tree_where
+from .select import tree_where
+from .state import LastStep, State
 
 
 def no_write(env: Env) -> LastStep:
@@ -68,7 +70,7 @@ def write_then_step(cfg: Settings, env: Env, carry):
     # may go on for a write after the last step.
     hold = last.write | ~unfinished(cfg, env, state.step)
     step, new_last = attempt_step(cfg, env, state.step, hold)
-    last = tree_where(hold, last, new_last)
+    last = tree_where(hold, last, new_last, cfg.cond_size)
     return eqx.tree_at(lambda s: s.step, state, step), last
 
 
@@ -96,6 +98,12 @@ def _nested(cfg: Settings, carry, env: Env):
     )
 
 
+def _undifferentiated(cfg: Settings) -> Settings:
+    """The settings of a loop that is not differentiated (the primal form of the
+    checkpointed loop): carry updates by `select` only (`select.tree_where`)."""
+    return dataclasses.replace(cfg, cond_size=None)
+
+
 def _flat_buffers(carry):
     state = carry[0]
     parts = (state.save_states, state.dense_ts, state.dense_infos, state.record)
@@ -108,7 +116,7 @@ def _flat_form(cfg: Settings):
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
         lambda carry, env: write_then_step(cfg, env, carry),
-        functools.partial(_nested, cfg),
+        functools.partial(_nested, _undifferentiated(cfg)),
         _flat_buffers,
     )
 
@@ -120,7 +128,9 @@ def _state_form(cfg: Settings):
     return (
         lambda state, env: any_lane(unfinished(cfg, env, state.step)),
         lambda state, env: step_only(cfg, env, (state, None))[0],
-        lambda state, env: _nested(cfg, (state, no_write(env)), env)[0],
+        lambda state, env: _nested(_undifferentiated(cfg), (state, no_write(env)), env)[
+            0
+        ],
         lambda state: tuple(part for part in (state.save_states,) if part),
     )
 

@@ -11,10 +11,7 @@ from jaxtyping import Array, PyTree
 
 from .._misc import where
 from .._saveat import SubSaveAt
-
-
-def tree_where(pred, new, old):
-    return jtu.tree_map(lambda a, b: where(pred, a, b), new, old)
+from .select import tree_where
 
 
 def masked_write(buffer, index, value, pred):
