@@ -25,8 +25,9 @@ Why it looks the way it does (see DESIGN.md, facts 1–4):
 
 The parts, in the order data flows through them: `config` (the static
 `Settings` and the differentiable `Env` of one solve), `select` (new or old
-values of the carry), `state` (the loop state and buffer writes), `setup` (the initial carry), `attempt` (one step attempt),
-`outputs` (the output writes), `drive` (the loop forms) and `run`.
+values of the carry), `state` (the loop state and buffer writes), `setup` (the
+initial carry), `attempt` (one step attempt), `outputs` (the output writes),
+`drive` (the loop forms) and `run`.
 """
 
 from .config import width_class as width_class

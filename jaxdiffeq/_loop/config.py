@@ -47,7 +47,8 @@ class Settings:
     progress_meter: AbstractProgressMeter
     any_ts: bool  # some SubSaveAt has `ts`
     ts_widths: tuple[int, ...]  # per SubSaveAt: most `ts` rows written per visit
-    # Leaves of the carry this large are updated by a `cond` (`select.tree_where`).
+    # Carry leaves this large are updated by a `cond` (`select.tree_where`); set
+    # for the body of a reverse-mode loop (`drive._reverse_mode`).
     cond_size: int | None = None
 
     @property
@@ -128,10 +129,8 @@ def settings(
     record_every,
     state_size: int,
     ts_width_hint: int | None = None,
-    cond_size: int | None = None,
 ) -> Settings:
     return Settings(
-        cond_size=cond_size,
         layouts=tuple(layout(sub, max_steps) for sub in subs),
         max_steps=max_steps,
         time_dtype=jnp.result_type(t0),

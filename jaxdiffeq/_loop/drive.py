@@ -18,7 +18,7 @@ from .._while import checkpointed_loop, while_loop
 from .attempt import attempt_step, unfinished
 from .config import Env, Settings
 from .outputs import write_outputs
-from .select import tree_where
+from .select import COND_SIZE, tree_where
 from .state import LastStep, State
 
 
@@ -98,10 +98,11 @@ def _nested(cfg: Settings, carry, env: Env):
     )
 
 
-def _undifferentiated(cfg: Settings) -> Settings:
-    """The settings of a loop that is not differentiated (the primal form of the
-    checkpointed loop): carry updates by `select` only (`select.tree_where`)."""
-    return dataclasses.replace(cfg, cond_size=None)
+def _reverse_mode(cfg: Settings) -> Settings:
+    """The settings of the flat loop's body, which reverse mode differentiates:
+    large carry leaves updated by a `cond` (`select.tree_where`). The primal
+    form (the nested loop, run when nothing is differentiated) keeps `cfg`."""
+    return dataclasses.replace(cfg, cond_size=COND_SIZE)
 
 
 def _flat_buffers(carry):
@@ -113,10 +114,11 @@ def _flat_buffers(carry):
 def _flat_form(cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over `(State, LastStep)`:
     each iteration writes the due outputs, then attempts a step."""
+    body_cfg = _reverse_mode(cfg)
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
-        lambda carry, env: write_then_step(cfg, env, carry),
-        functools.partial(_nested, _undifferentiated(cfg)),
+        lambda carry, env: write_then_step(body_cfg, env, carry),
+        functools.partial(_nested, cfg),
         _flat_buffers,
     )
 
@@ -125,12 +127,11 @@ def _state_form(cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over the `State` alone,
     for solves that write nothing inside the loop (the last step's record is
     never read, so the checkpoints are smaller)."""
+    body_cfg = _reverse_mode(cfg)
     return (
         lambda state, env: any_lane(unfinished(cfg, env, state.step)),
-        lambda state, env: step_only(cfg, env, (state, None))[0],
-        lambda state, env: _nested(_undifferentiated(cfg), (state, no_write(env)), env)[
-            0
-        ],
+        lambda state, env: step_only(body_cfg, env, (state, None))[0],
+        lambda state, env: _nested(cfg, (state, no_write(env)), env)[0],
         lambda state: tuple(part for part in (state.save_states,) if part),
     )
 

@@ -13,7 +13,6 @@ from .._saveat import SubSaveAt
 from .config import Env, settings
 from .drive import run_loop
 from .outputs import final_save_states
-from .select import COND_SIZE
 from .setup import initial_carry
 from .state import State, without_spill_row
 
@@ -58,7 +57,6 @@ def run(
     every `k` accepted steps, in `State.record`. `ts_width` is the width class
     of the `SaveAt(ts)` writes (`config.width_class`; `None`: from `len(ts)`)."""
     cfg = settings(
-        cond_size=None if kind == "lax" else COND_SIZE,
         solver=solver,
         terms=terms,
         controller=controller,
