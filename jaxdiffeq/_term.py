@@ -165,6 +165,15 @@ class _DirectedTerm(AbstractTerm):
         )
 
 
+def scales_by_control(term: AbstractTerm) -> bool:
+    """Whether `term.prod(vf, control)` is `control * vf` leaf by leaf, with a scalar
+    control (an ODE term, also one directed in time), so that a solver may fold the
+    control into its own weighted sums."""
+    if isinstance(term, _DirectedTerm):
+        return scales_by_control(term.term)
+    return isinstance(term, ODETerm) and type(term).prod is ODETerm.prod
+
+
 def _direct_terms(
     terms: PyTree[AbstractTerm], direction: Array
 ) -> PyTree[AbstractTerm]:

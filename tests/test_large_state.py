@@ -100,3 +100,63 @@ def test_large_state_gradient_equals_forward_mode(adjoint, saveat):
     assert int(rejected) > 0
     np.testing.assert_allclose(float(value), float(expected_value), rtol=1e-12)
     np.testing.assert_allclose(float(grad), float(expected[0]), rtol=1e-9)
+
+
+class _PlainODETerm(jd.ODETerm):
+    """The same term with `prod` overridden (to the same thing), so that the solver
+    keeps `y0` out of its stage buffer (the layout for other terms)."""
+
+    def prod(self, vf, control):
+        return super().prod(vf, control)
+
+
+def _pytree_field(t, y, k):
+    big = k * _laplacian(y["big"], jnp) + jnp.sin(t).astype(y["big"].dtype)
+    return {"big": big, "small": -y["small"] * jnp.sum(y["big"][:3] ** 2)}
+
+
+@pytest.mark.parametrize("solver", [jd.Heun(), jd.Tsit5(), jd.Dopri8()])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_stage_inputs_folded_into_the_buffer_equal_the_plain_sums(solver, dtype):
+    """An ODE term's large leaves get `y0` as an extra row of the stage buffer, so
+    that a stage's input is one product with the buffer: an adaptive solve forwards
+    and backwards in time (a small leaf beside, which keeps the other layout)
+    equals the same solve with the plain sums, to rounding."""
+    x = jnp.linspace(0.0, 3.0, 500)
+    y0 = {
+        "big": (jnp.sin(x) + 0.1 * jnp.cos(40.0 * x)).astype(dtype),
+        "small": jnp.asarray([1.0, -2.0, 0.5], dtype),
+    }
+    ts = jnp.linspace(0.0, 0.3, 5)
+    tol = 1e-12 if dtype == jnp.float64 else 1e-5
+
+    def solve(term_cls, backward):
+        span = (0.3, 0.0) if backward else (0.0, 0.3)
+        return jd.diffeqsolve(
+            term_cls(_pytree_field),
+            solver,
+            *span,
+            -0.01 if backward else 0.01,
+            y0,
+            jnp.asarray(2.0, dtype),
+            saveat=jd.SaveAt(ts=ts[::-1] if backward else ts, dense=True),
+            stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-6),
+        )
+
+    for backward in (False, True):
+        folded, plain = solve(jd.ODETerm, backward), solve(_PlainODETerm, backward)
+        assert folded.stats is not None and plain.stats is not None
+        assert folded.ys is not None and plain.ys is not None
+        assert folded.stats["num_steps"] == plain.stats["num_steps"]
+        for key in ("big", "small"):
+            assert folded.ys[key].dtype == dtype
+            np.testing.assert_allclose(
+                folded.ys[key], plain.ys[key], rtol=tol, atol=tol
+            )
+            t_mid = jnp.asarray(0.123)
+            np.testing.assert_allclose(
+                folded.evaluate(t_mid)[key],
+                plain.evaluate(t_mid)[key],
+                rtol=tol,
+                atol=tol,
+            )

@@ -7,6 +7,7 @@ whatever the number of stages (compile time is a budget). The stage values
 that the scan writes in place.
 """
 
+from functools import partial
 from typing import ClassVar, Literal
 
 import equinox as eqx
@@ -18,7 +19,7 @@ import numpy as np
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._results import RESULTS
-from .._term import AbstractTerm
+from .._term import AbstractTerm, scales_by_control
 from .base import AbstractAdaptiveSolver
 
 
@@ -111,12 +112,21 @@ class ButcherTableau(eqx.Module):
         return np.concatenate([[self.c1], np.asarray(self.c, dtype=float)])
 
 
-# Where the stage axis of the stage buffer goes. For small state leaves it is the
-# *last* axis: the stage sums then contract the minor axis, which under `vmap` (batch
-# axis first) needs no transposing copy of the buffer at every stage (measured: the
-# vmapped Lorenz benchmark runs in 0.6x the time). For larger leaves it is the
-# leading axis, which suits an unbatched solve. Dense output always gets the stage
-# axis first.
+# Where the stage axis of the stage buffer goes, per state leaf:
+# - "last": for small leaves the stage axis is the *last* axis. The stage sums then
+#   contract the minor axis, which under `vmap` (batch axis first) needs no
+#   transposing copy of the buffer at every stage (measured: the vmapped Lorenz
+#   benchmark runs in 0.6x the time).
+# - "first": larger leaves have it leading, which suits an unbatched solve.
+# - "folded": a larger leaf of an `ODETerm` also gets `y0` as an extra last row, so
+#   that a stage's input `y0 + h sum_j a_ij f_j` is one `dot` of the buffer with
+#   `(h a_i, 1)`. XLA's CPU backend then fuses the vector field into the in-place
+#   write of its stage row reading a materialised input, instead of recomputing
+#   `y0 + h (...)` for every element the vector field reads (a stencil reads each
+#   several times) inside that single-threaded write. Measured, 1-D heat equation
+#   (100 Tsit5 steps): 10^3 to 10^5 points 10-17% faster, Dopri8 at 10^5 11%.
+#   (Only for ODE terms, whose `prod` is the scalar control times the vector field.)
+# Dense output always gets the stage axis first.
 _STAGES_LAST_MAX_SIZE = 64
 
 
@@ -139,12 +149,63 @@ def _stage_combination(k, weights, last: bool):
     return jnp.tensordot(weights, k, axes=1)
 
 
-def _stages_last(x) -> bool:
-    return x.size <= _STAGES_LAST_MAX_SIZE
+def _layout(terms: AbstractTerm, x) -> str:
+    if x.size <= _STAGES_LAST_MAX_SIZE:
+        return "last"
+    if scales_by_control(terms):
+        return "folded"
+    return "first"
 
 
-def _stage(buf, i: int, last: bool):
-    return lax.index_in_dim(buf, i, buf.ndim - 1 if last else 0, keepdims=False)
+def _stage(buf, i: int, layout: str):
+    return lax.index_in_dim(
+        buf, i, buf.ndim - 1 if layout == "last" else 0, keepdims=False
+    )
+
+
+def _new_buffer(num_stages: int, f, layout: str, y=None):
+    """The stage buffer of one leaf: zeros, or for the folded layout copies of `y0`
+    (finite, so that the zero weights of stages not yet computed give zeros), whose
+    last row stays `y0`."""
+    if layout == "last":
+        return jnp.zeros((*f.shape, num_stages), f.dtype)
+    if layout == "first":
+        return jnp.zeros((num_stages, *f.shape), f.dtype)
+    y = jnp.asarray(y).astype(f.dtype)
+    return jnp.broadcast_to(y, (num_stages + 1, *y.shape))
+
+
+def _store(buf, f_i, i, layout):
+    """Write the stage values `f_i` into row `i` of every leaf's buffer."""
+
+    def leaf(b, x, lay):
+        x = x.astype(b.dtype)
+        if lay == "last":
+            return lax.dynamic_update_index_in_dim(b, x[..., None], i, b.ndim - 1)
+        return lax.dynamic_update_index_in_dim(b, x, i, 0)
+
+    return jtu.tree_map(leaf, buf, f_i, layout)
+
+
+def _stage_input(terms, control, y0, buf, a_row, layout):
+    """`y0 + prod(sum_j a_ij f_j, control)`, the input of stage `i` (tableau row
+    `a_row`)."""
+    if "folded" in jtu.tree_leaves(layout):
+        # `prod` scales each leaf by the scalar control, so each leaf can take its
+        # own form.
+        h = jnp.asarray(control)
+        weights = jnp.concatenate([h * a_row.astype(h.dtype), jnp.ones(1, h.dtype)])
+
+        def leaf(y, b, lay):
+            if lay == "folded":
+                return _stage_combination(b, weights, False)
+            return y + terms.prod(_stage_combination(b, a_row, lay == "last"), control)
+
+        return jtu.tree_map(leaf, y0, buf, layout)
+    combination = jtu.tree_map(
+        lambda b, lay: _stage_combination(b, a_row, lay == "last"), buf, layout
+    )
+    return jtu.tree_map(lambda y, d: y + d, y0, terms.prod(combination, control))
 
 
 def _weighted_sum(weights: np.ndarray, k, layout):
@@ -155,10 +216,10 @@ def _weighted_sum(weights: np.ndarray, k, layout):
     from compiling a small step loop into a single kernel.)
     """
 
-    def leaf(x, last):
-        terms = [float(w) * _stage(x, i, last) for i, w in enumerate(weights) if w]
+    def leaf(x, lay):
+        terms = [float(w) * _stage(x, i, lay) for i, w in enumerate(weights) if w]
         if not terms:
-            return jnp.zeros_like(_stage(x, 0, last))
+            return jnp.zeros_like(_stage(x, 0, lay))
         return sum(terms[1:], start=terms[0]).astype(x.dtype)
 
     return jtu.tree_map(leaf, k, layout)
@@ -251,38 +312,18 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         else:
             f_struct = jax.eval_shape(lambda: terms.vf(t0, y0, args))
             first = 0
-        layout = jtu.tree_map(_stages_last, f_struct)
-        f_buf = jtu.tree_map(
-            lambda x, last: jnp.zeros(
-                (*x.shape, s) if last else (s, *x.shape), x.dtype
-            ),
-            f_struct,
-            layout,
-        )
-
-        def store(buf, f_i, i):
-            return jtu.tree_map(
-                lambda b, x, last: lax.dynamic_update_index_in_dim(
-                    b,
-                    x.astype(b.dtype)[..., None] if last else x.astype(b.dtype),
-                    i,
-                    b.ndim - 1 if last else 0,
-                ),
-                buf,
-                f_i,
-                layout,
-            )
-
+        layout = jtu.tree_map(lambda x: _layout(terms, x), f_struct)
+        if "folded" in jtu.tree_leaves(layout):  # then f_struct is shaped as y0
+            f_buf = jtu.tree_map(partial(_new_buffer, s), f_struct, layout, y0)
+        else:
+            f_buf = jtu.tree_map(partial(_new_buffer, s), f_struct, layout)
         if fsal:
-            f_buf = store(f_buf, f_struct, 0)  # f_struct is f0 when fsal
+            f_buf = _store(f_buf, f_struct, 0, layout)  # f_struct is f0 when fsal
 
         def stage(buf, xs):
             i, a_row, node = xs
-            combination = jtu.tree_map(
-                lambda b, last: _stage_combination(b, a_row, last), buf, layout
-            )
-            y_i = jtu.tree_map(lambda y, d: y + d, y0, terms.prod(combination, control))
-            return store(buf, terms.vf(t0 + node * h, y_i, args), i), None
+            y_i = _stage_input(terms, control, y0, buf, a_row, layout)
+            return _store(buf, terms.vf(t0 + node * h, y_i, args), i, layout), None
 
         time_dtype = jnp.result_type(h)
         # NumPy arrays become constants of the program; `jnp.arange` would be an
@@ -301,12 +342,14 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         y_error = weighted(tableau.b_error)
         # Dense output takes the increments `k_i`, stage axis first.
         f_stages = jtu.tree_map(
-            lambda x, last: jnp.moveaxis(x, -1, 0) if last else x, f_buf, layout
+            lambda x, lay: jnp.moveaxis(x, -1, 0) if lay == "last" else x[:s],
+            f_buf,
+            layout,
         )
         k_dense = jax.vmap(lambda f: terms.prod(f, control), axis_size=s)(f_stages)
         dense_info = dict(y0=y0, y1=y1, k=k_dense)
         new_state = (
-            jtu.tree_map(lambda x, last: _stage(x, s - 1, last), f_buf, layout)
+            jtu.tree_map(lambda x, lay: _stage(x, s - 1, lay), f_buf, layout)
             if fsal
             else None
         )
