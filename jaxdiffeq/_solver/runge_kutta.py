@@ -208,21 +208,67 @@ def _stage_input(terms, control, y0, buf, a_row, layout):
     return jtu.tree_map(lambda y, d: y + d, y0, terms.prod(combination, control))
 
 
-def _weighted_sum(weights: np.ndarray, k, layout):
-    """`sum_i weights[i] * k_i` over the stage axis of every leaf.
+def _run_stages(terms, control, t0, h, y0, args, f_buf, f0, layout, xs):
+    """The stage loop: fills the stage buffer `f_buf` (its row 0 from `f0` when the
+    method is FSAL) and returns it with the last stage's values, which the
+    deferred form has not written into the buffer.
+
+    Folded leaves store each stage's values one stage late, at the start of the
+    next stage: the values then cross an iteration of the scan, so XLA materialises
+    them in a kernel of their own (run in parallel), and the in-place write of the
+    buffer row is a copy, where otherwise the whole vector field is computed inside
+    that single-threaded write. Measured, 1-D heat equation, 100 Tsit5 steps: 10^5
+    points 1.31x -> 0.90x Diffrax's time, 10^3 0.80x -> 0.66x; Dopri8 at 10^5
+    1.06x -> 0.97x. Other layouts store at once, and the scan carries only the
+    buffer.
+    """
+
+    def values(buf, a_row, node):
+        y_i = _stage_input(terms, control, y0, buf, a_row, layout)
+        return terms.vf(t0 + node * h, y_i, args)
+
+    if "folded" not in jtu.tree_leaves(layout):
+
+        def stage(buf, xs):
+            i, a_row, node = xs
+            return _store(buf, values(buf, a_row, node), i, layout), None
+
+        if f0 is not None:
+            f_buf = _store(f_buf, f0, 0, layout)
+        f_buf, _ = lax.scan(stage, f_buf, xs)
+        last = xs[0][-1]
+        return f_buf, jtu.tree_map(lambda x, lay: _stage(x, last, lay), f_buf, layout)
+
+    def deferred_stage(carry, xs):
+        buf, f_prev = carry
+        i, a_row, node = xs
+        buf = _store(buf, f_prev, jnp.maximum(i - 1, 0), layout)
+        return (buf, values(buf, a_row, node)), None
+
+    if f0 is None:  # a finite placeholder for row 0, overwritten at stage 1
+        f0 = jtu.tree_map(
+            lambda b, lay: jnp.zeros_like(_stage(b, 0, lay)), f_buf, layout
+        )
+    (f_buf, f_last), _ = lax.scan(deferred_stage, (f_buf, f0), xs)
+    return f_buf, f_last
+
+
+def _weighted_sum(weights: np.ndarray, stages: list):
+    """`sum_i weights[i] * f_i` for the stage values `stages[i]` (PyTrees).
 
     The weights are constants, so the sum is written out over the non-zero ones: it
     fuses into one elementwise kernel. (A `dot` would also stop XLA's CPU backend
     from compiling a small step loop into a single kernel.)
     """
+    used = [(float(w), f) for w, f in zip(weights, stages) if w]
+    if not used:
+        return jtu.tree_map(jnp.zeros_like, stages[0])
 
-    def leaf(x, lay):
-        terms = [float(w) * _stage(x, i, lay) for i, w in enumerate(weights) if w]
-        if not terms:
-            return jnp.zeros_like(_stage(x, 0, lay))
-        return sum(terms[1:], start=terms[0]).astype(x.dtype)
+    def leaf(*xs):
+        total = sum((w * x for (w, _), x in zip(used[1:], xs[1:])), used[0][0] * xs[0])
+        return jnp.asarray(total).astype(xs[0].dtype)
 
-    return jtu.tree_map(leaf, k, layout)
+    return jtu.tree_map(leaf, *(f for _, f in used))
 
 
 _SCAN_KINDS = (None, "lax", "checkpointed", "bounded")
@@ -295,9 +341,9 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
 
         # The stage buffer holds the vector-field values `f_i` rather than the
         # increments `k_i = prod(f_i, control)`. `prod` is linear in the vector
-        # field, so each combination is `prod(sum_j a_ij f_j, control)`; and the
-        # next step's first stage (FSAL) is a slice of the buffer, so the stage
-        # loop carries nothing else (no second copy of the last stage per step).
+        # field, so each combination is `prod(sum_j a_ij f_j, control)`. The next
+        # step's first stage (FSAL) is the last stage's values.
+        f0 = None
         if fsal:
             if made_jump is False:
                 f0 = solver_state
@@ -317,14 +363,6 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             f_buf = jtu.tree_map(partial(_new_buffer, s), f_struct, layout, y0)
         else:
             f_buf = jtu.tree_map(partial(_new_buffer, s), f_struct, layout)
-        if fsal:
-            f_buf = _store(f_buf, f_struct, 0, layout)  # f_struct is f0 when fsal
-
-        def stage(buf, xs):
-            i, a_row, node = xs
-            y_i = _stage_input(terms, control, y0, buf, a_row, layout)
-            return _store(buf, terms.vf(t0 + node * h, y_i, args), i, layout), None
-
         time_dtype = jnp.result_type(h)
         # NumPy arrays become constants of the program; `jnp.arange` would be an
         # iota computed by a kernel of its own (compile time).
@@ -333,14 +371,25 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             np.asarray(a[first:]),
             np.asarray(nodes[first:], dtype=time_dtype),
         )
-        f_buf, _ = lax.scan(stage, f_buf, xs)
+        f_buf, f_last = _run_stages(
+            terms, control, t0, h, y0, args, f_buf, f0, layout, xs
+        )
+
+        # In the deferred form the buffer's last row is not written (only dense
+        # output, where asked for, needs the full buffer): XLA would otherwise copy
+        # each row out of the updated buffer for the sums below.
+        stages = [
+            jtu.tree_map(lambda x, lay, i=i: _stage(x, i, lay), f_buf, layout)
+            for i in range(s - 1)
+        ] + [f_last]
 
         def weighted(weights):
-            return terms.prod(_weighted_sum(weights, f_buf, layout), control)
+            return terms.prod(_weighted_sum(weights, stages), control)
 
         y1 = jtu.tree_map(lambda y, d: y + d, y0, weighted(tableau.b_sol))
         y_error = weighted(tableau.b_error)
         # Dense output takes the increments `k_i`, stage axis first.
+        f_buf = _store(f_buf, f_last, s - 1, layout)
         f_stages = jtu.tree_map(
             lambda x, lay: jnp.moveaxis(x, -1, 0) if lay == "last" else x[:s],
             f_buf,
@@ -348,9 +397,5 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         )
         k_dense = jax.vmap(lambda f: terms.prod(f, control), axis_size=s)(f_stages)
         dense_info = dict(y0=y0, y1=y1, k=k_dense)
-        new_state = (
-            jtu.tree_map(lambda x, lay: _stage(x, s - 1, lay), f_buf, layout)
-            if fsal
-            else None
-        )
+        new_state = f_last if fsal else None
         return y1, y_error, dense_info, new_state, RESULTS.successful
