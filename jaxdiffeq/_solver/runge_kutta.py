@@ -118,7 +118,7 @@ class ButcherTableau(eqx.Module):
 #   transposing copy of the buffer at every stage (measured: the vmapped Lorenz
 #   benchmark runs in 0.6x the time).
 # - "first": larger leaves have it leading, which suits an unbatched solve.
-# - "folded": a larger leaf of an `ODETerm` also gets `y0` as an extra last row, so
+# - "folded": a larger 1-D leaf of an ODE term also gets `y0` as an extra last row, so
 #   that a stage's input `y0 + h sum_j a_ij f_j` is one `dot` of the buffer with
 #   `(h a_i, 1)`. XLA's CPU backend then fuses the vector field into the in-place
 #   write of its stage row reading a materialised input, instead of recomputing
@@ -152,7 +152,10 @@ def _stage_combination(k, weights, last: bool):
 def _layout(terms: AbstractTerm, x) -> str:
     if x.size <= _STAGES_LAST_MAX_SIZE:
         return "last"
-    if scales_by_control(terms):
+    # (Not for leaves of several axes: the 2-D heat equation, 316^2 points, ran at
+    # 2x Diffrax's time folded, where XLA copied the whole buffer at every stage,
+    # against 0.65x with the stage axis first.)
+    if x.ndim == 1 and scales_by_control(terms):
         return "folded"
     return "first"
 
