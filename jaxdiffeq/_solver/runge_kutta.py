@@ -120,12 +120,12 @@ class ButcherTableau(eqx.Module):
 # - "first": larger leaves have it leading, which suits an unbatched solve.
 # - "folded": a larger 1-D leaf of an ODE term also gets `y0` as an extra last row, so
 #   that a stage's input `y0 + h sum_j a_ij f_j` is one `dot` of the buffer with
-#   `(h a_i, 1)`. XLA's CPU backend then fuses the vector field into the in-place
-#   write of its stage row reading a materialised input, instead of recomputing
-#   `y0 + h (...)` for every element the vector field reads (a stencil reads each
-#   several times) inside that single-threaded write. Measured, 1-D heat equation
-#   (100 Tsit5 steps): 10^3 to 10^5 points 10-17% faster, Dopri8 at 10^5 11%.
-#   (Only for ODE terms, whose `prod` is the scalar control times the vector field.)
+#   `(h a_i, 1)`, a materialised array, instead of an elementwise sum that XLA's
+#   CPU backend recomputes for every element the vector field reads (a stencil
+#   reads each several times). Measured, 1-D heat equation (100 Tsit5 steps):
+#   10^3 to 10^5 points 10-17% faster, Dopri8 at 10^5 11%. (Only for ODE terms,
+#   whose `prod` is the scalar control times the vector field.) A tree with a
+#   folded leaf also stores its stages late (`_run_stages`).
 # Dense output always gets the stage axis first.
 _STAGES_LAST_MAX_SIZE = 64
 
@@ -158,6 +158,10 @@ def _layout(terms: AbstractTerm, x) -> str:
     if x.ndim == 1 and scales_by_control(terms):
         return "folded"
     return "first"
+
+
+def _any_folded(layout) -> bool:
+    return "folded" in jtu.tree_leaves(layout)
 
 
 def _stage(buf, i: int, layout: str):
@@ -193,7 +197,7 @@ def _store(buf, f_i, i, layout):
 def _stage_input(terms, control, y0, buf, a_row, layout):
     """`y0 + prod(sum_j a_ij f_j, control)`, the input of stage `i` (tableau row
     `a_row`)."""
-    if "folded" in jtu.tree_leaves(layout):
+    if _any_folded(layout):
         # `prod` scales each leaf by the scalar control, so each leaf can take its
         # own form.
         h = jnp.asarray(control)
@@ -216,21 +220,21 @@ def _run_stages(terms, control, t0, h, y0, args, f_buf, f0, layout, xs):
     method is FSAL) and returns it with the last stage's values, which the
     deferred form has not written into the buffer.
 
-    Folded leaves store each stage's values one stage late, at the start of the
-    next stage: the values then cross an iteration of the scan, so XLA materialises
-    them in a kernel of their own (run in parallel), and the in-place write of the
-    buffer row is a copy, where otherwise the whole vector field is computed inside
-    that single-threaded write. Measured, 1-D heat equation, 100 Tsit5 steps: 10^5
-    points 1.31x -> 0.90x Diffrax's time, 10^3 0.80x -> 0.66x; Dopri8 at 10^5
-    1.06x -> 0.97x. Other layouts store at once, and the scan carries only the
-    buffer.
+    With a folded leaf, every leaf stores each stage's values one stage late, at
+    the start of the next stage (deferred): the values then cross an iteration of
+    the scan, so XLA materialises them in a kernel of their own (run in parallel),
+    and the in-place write of the buffer row is a copy, where otherwise the whole
+    vector field is computed inside that single-threaded write. Measured, 1-D heat
+    equation, 100 Tsit5 steps, folded and then deferred: 10^5 points 1.31x -> 0.81x
+    Diffrax's time, 10^3 0.80x -> 0.69x; Dopri8 at 10^5 1.06x -> 0.85x. Otherwise
+    stages are stored at once, and the scan carries only the buffer.
     """
 
     def values(buf, a_row, node):
         y_i = _stage_input(terms, control, y0, buf, a_row, layout)
         return terms.vf(t0 + node * h, y_i, args)
 
-    if "folded" not in jtu.tree_leaves(layout):
+    if not _any_folded(layout):
 
         def stage(buf, xs):
             i, a_row, node = xs
@@ -362,7 +366,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             f_struct = jax.eval_shape(lambda: terms.vf(t0, y0, args))
             first = 0
         layout = jtu.tree_map(lambda x: _layout(terms, x), f_struct)
-        if "folded" in jtu.tree_leaves(layout):  # then f_struct is shaped as y0
+        if _any_folded(layout):  # then f_struct is shaped as y0
             f_buf = jtu.tree_map(partial(_new_buffer, s), f_struct, layout, y0)
         else:
             f_buf = jtu.tree_map(partial(_new_buffer, s), f_struct, layout)
@@ -392,7 +396,8 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         y1 = jtu.tree_map(lambda y, d: y + d, y0, weighted(tableau.b_sol))
         y_error = weighted(tableau.b_error)
         # Dense output takes the increments `k_i`, stage axis first.
-        f_buf = _store(f_buf, f_last, s - 1, layout)
+        if _any_folded(layout):  # deferred: the last row is still to be written
+            f_buf = _store(f_buf, f_last, s - 1, layout)
         f_stages = jtu.tree_map(
             lambda x, lay: jnp.moveaxis(x, -1, 0) if lay == "last" else x[:s],
             f_buf,
