@@ -95,13 +95,14 @@ def _unrolled(lam, n):
         ("checkpointed", None),
         ("checkpointed", 2),
         ("checkpointed", 7),
+        ("checkpointed", 60),  # static segments of about 20 iterations
     ],
 )
 def test_reverse_mode_equals_unrolled(kind, checkpoints):
     """The gradient through the loop equals the gradient of the unrolled Python
     loop (the same operations), for any number of checkpoints."""
     grad = jax.jit(jax.grad(_decay), static_argnums=(2, 3))
-    for n in (0, 1, 5, 37):
+    for n in (0, 1, 5, 37, 130):
         expected = jax.grad(_unrolled)(0.5, n)
         np.testing.assert_allclose(
             grad(0.5, n, kind, checkpoints), expected, rtol=1e-12, atol=1e-14
@@ -124,6 +125,11 @@ def test_checkpointed_recomputes_each_step_at_most_once():
         _, evaluations = count(n)
         assert evaluations >= 2 * n  # the count is real: n forward, n linearised
         assert evaluations - n <= 2 * n + 1, (n, evaluations)
+    # A loop of a small carry that ends within the first iterations of its
+    # segment is not recomputed: those iterations were stored on the way.
+    for n in (1, 5, 16):
+        assert count(n)[1] == 2 * n, n
+    assert count(17)[1] > 2 * 17
     # With too few checkpoints the count grows past that bound (the schedule
     # trades recomputation for memory), and the gradient is still exact.
     g, evaluations = count(400, checkpoints=4)

@@ -1,7 +1,7 @@
 """The loop itself, in the forms the adjoints ask for: nested (an inner loop over
 steps with a small carry, left whenever an output is due; the outer loop writes
-the outputs of the step) and flat (one loop, each iteration writing the due
-outputs and attempting a step), run by `_while.while_loop` or
+the outputs of the step) and flat (one loop, each iteration attempting a step
+and writing its due outputs), run by `_while.while_loop` or
 `_while.checkpointed_loop`.
 
 Events and Brownian-path state (later) plug in at `attempt_step` (a step that
@@ -62,24 +62,24 @@ def step_only(cfg: Settings, env: Env, carry):
     return eqx.tree_at(lambda s: s.step, state, step), last
 
 
-def write_then_step(cfg: Settings, env: Env, carry):
-    """Write the due outputs (up to each `SubSaveAt`'s width), then attempt a
-    step where no output of the last step remains to be written."""
-    state, last = write_outputs(cfg, env, *carry)
+def step_then_write(cfg: Settings, env: Env, carry):
+    """Attempt a step where no output of the last step remains to be written,
+    then write the due outputs (up to each `SubSaveAt`'s width)."""
+    state, last = carry
     # `attempt_step` relies on the loop's condition outside `vmap`; here the loop
-    # may go on for a write after the last step.
+    # may go on after the last step, for the writes of a step with more outputs
+    # than the width.
     hold = last.write | ~unfinished(cfg, env, state.step)
     step, new_last = attempt_step(cfg, env, state.step, hold)
     last = tree_where(hold, last, new_last, cfg.cond_size)
-    return eqx.tree_at(lambda s: s.step, state, step), last
+    return write_outputs(cfg, env, eqx.tree_at(lambda s: s.step, state, step), last)
 
 
 def max_iterations(cfg: Settings) -> int | None:
-    """A bound on the iterations of the flat loop: each one attempts a step,
-    except those that write further `ts` outputs of the same step (a step with
-    `m` outputs of a `SubSaveAt` of width `w` is visited `ceil(m / w)` times, so
-    at most `ceil(num_ts / w)` visits are extra), and the last, which writes the
-    last step's outputs."""
+    """A bound on the iterations of the flat loop: each one attempts a step and
+    writes its outputs, except those that write further `ts` outputs of the same
+    step (a step with `m` outputs of a `SubSaveAt` of width `w` is visited
+    `ceil(m / w)` times, so at most `ceil(num_ts / w)` visits are extra)."""
     if cfg.max_steps is None:
         return None
     extra = sum(
@@ -87,7 +87,7 @@ def max_iterations(cfg: Settings) -> int | None:
         for lay, width in zip(cfg.layouts, cfg.ts_widths)
         if lay.num_ts
     )
-    return cfg.max_steps + extra + 1
+    return cfg.max_steps + extra
 
 
 def _nested(cfg: Settings, carry, env: Env):
@@ -113,11 +113,12 @@ def _flat_buffers(carry):
 
 def _flat_form(cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over `(State, LastStep)`:
-    each iteration writes the due outputs, then attempts a step."""
+    each iteration attempts a step, then writes its due outputs (so the last
+    step's outputs need no iteration of their own)."""
     body_cfg = _reverse_mode(cfg)
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
-        lambda carry, env: write_then_step(body_cfg, env, carry),
+        lambda carry, env: step_then_write(body_cfg, env, carry),
         functools.partial(_nested, cfg),
         _flat_buffers,
     )
@@ -142,11 +143,12 @@ def run_loop(
     """Run the loop of the given kind and return the final state.
 
     `"lax"` runs the nested form. The differentiable kinds run a flat form,
-    because reverse mode needs a single loop: each iteration writes the outputs
-    that are due (masked, up to each `SubSaveAt`'s width), then attempts a step
-    unless more outputs of the same step are still due. No `lax.cond` chooses
-    between the two: its branches would copy the carry every iteration. The output buffers are the
-    loop's `buffers`, stored once rather than in every checkpoint."""
+    because reverse mode needs a single loop: each iteration attempts a step
+    unless outputs of the last step are still due, then writes the due outputs
+    (masked, up to each `SubSaveAt`'s width). No `lax.cond` chooses between
+    the two: its branches would copy the carry every iteration. The output
+    buffers are the loop's `buffers`, stored once rather than in every
+    checkpoint."""
     if kind == "lax":
         return _nested(cfg, carry, env)[0]
     writes_in_loop = cfg.needs_dense_info or cfg.writes_every_step
