@@ -200,11 +200,13 @@ def test_output_width_follows_the_outputs_per_step_and_the_state_size():
     assert ts_width(7, 2) == 7  # no wider than `ts`
     assert ts_width(7, 2, hint=1) == 1
     assert ts_width(1000, 3) == 32  # without a hint (times traced)
-    assert ts_width(100_000, 3) == 64
+    assert ts_width(100_000, 3) == 512  # as if about 256 steps
+    assert ts_width(100_000, 3, hint=1024) == 1024
+    assert ts_width(100_000, 8, hint=1024) == 512  # the state-size budget
     assert ts_width(1000, 1000, hint=64) == 4  # the state-size budget
     assert ts_width(1000, 10**5, hint=64) == 1
     assert width_class(None) is None
-    assert [width_class(d) for d in (0.1, 1.0, 2.5, 10.0, 1e4)] == [1, 4, 16, 64, 64]
+    assert [width_class(d) for d in (0.1, 1.0, 2.5, 10.0, 1e4)] == [1, 4, 16, 64, 1024]
 
 
 def test_known_times_choose_the_width_from_outputs_per_dt0_step():
