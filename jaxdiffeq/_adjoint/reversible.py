@@ -22,6 +22,7 @@ from .._misc import instantiate_zero, stop_integer_tangents, where, zero_cotange
 from .._saveat import SaveAt, SubSaveAt
 from .._solver.base import AbstractReversibleSolver, AbstractSolver, is_directly
 from .._solver.reversible import Reversible
+from .._solver.runge_kutta import unfolded
 from .._term import AbstractTerm
 from .base import AbstractAdjoint, closure_convert_terms
 
@@ -211,9 +212,12 @@ class ReversibleAdjoint(AbstractAdjoint):
                 is_leaf=lambda x: isinstance(x, SymbolicZero),
             )
             (perturbed,) = perturbed_cell
-            return (
-                _cotangents(values, perturbed, static, final, record, ct_final, every),
-            )
+            with unfolded():  # the steps that are linearised here
+                return (
+                    _cotangents(
+                        values, perturbed, static, final, record, ct_final, every
+                    ),
+                )
 
         perturbed_cell = []
 

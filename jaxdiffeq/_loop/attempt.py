@@ -1,12 +1,15 @@
 """One step attempt: the solver's step, the controller's decision, the result
 codes, and the masked update of the small per-step state."""
 
+import contextlib
+
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._misc import lane_mask, where
 from .._results import RESULTS
+from .._solver.runge_kutta import unfolded
 from .config import Env, Settings
 from .outputs import any_ts_pending
 from .select import tree_where
@@ -17,14 +20,27 @@ from .state import LastStep, StepState
 # (and by every trace of the loop's functions): later uses are hits in JAX's trace
 # cache, which saves tracing the step (and the vector field) again at compile
 # time. Callers cast arguments to fixed dtypes so that uses have equal avals.
+# `fold` (static) is whether the step may use the folded stage layout (not in
+# reverse-mode loop bodies, see `runge_kutta.unfolded`).
 @eqx.filter_jit
-def _solver_step(solver, terms, args, tprev, tnext, y, state, jump):
-    return solver.step(terms, tprev, tnext, y, args, state, jump)
+def _solver_step(solver, terms, args, tprev, tnext, y, state, jump, fold: bool):
+    with contextlib.nullcontext() if fold else unfolded():
+        return solver.step(terms, tprev, tnext, y, args, state, jump)
 
 
 def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
     jump = jump if cfg.can_jump else False
-    return _solver_step(env.solver, env.terms, env.args, tprev, tnext, y, state, jump)
+    return _solver_step(
+        env.solver,
+        env.terms,
+        env.args,
+        tprev,
+        tnext,
+        y,
+        state,
+        jump,
+        cfg.fold_stages,
+    )
 
 
 def unfinished(cfg: Settings, env: Env, step: StepState):

@@ -50,6 +50,9 @@ class Settings:
     # Carry leaves this large are updated by a `cond` (`select.tree_where`); set
     # for the body of a reverse-mode loop (`drive._reverse_mode`).
     cond_size: int | None = None
+    # Whether Runge–Kutta steps may fold `y0` into the stage buffer (off in the
+    # body of a reverse-mode loop, see `runge_kutta.unfolded`).
+    fold_stages: bool = True
 
     @property
     def record(self) -> bool:

@@ -100,9 +100,10 @@ def _nested(cfg: Settings, carry, env: Env):
 
 def _reverse_mode(cfg: Settings) -> Settings:
     """The settings of the flat loop's body, which reverse mode differentiates:
-    large carry leaves updated by a `cond` (`select.tree_where`). The primal
-    form (the nested loop, run when nothing is differentiated) keeps `cfg`."""
-    return dataclasses.replace(cfg, cond_size=COND_SIZE)
+    large carry leaves updated by a `cond` (`select.tree_where`), and steps
+    without the folded stage layout (`runge_kutta.unfolded`). The primal form
+    (the nested loop, run when nothing is differentiated) keeps `cfg`."""
+    return dataclasses.replace(cfg, cond_size=COND_SIZE, fold_stages=False)
 
 
 def _flat_buffers(carry):
