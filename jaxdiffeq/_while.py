@@ -25,9 +25,6 @@ while the loop runs.
   rows of the later segments (free by then: there are c - i - 1 of them), and
   pulls the cotangent back through the stored states. Each iteration is
   recomputed at most once, however many of the `max_steps` iterations run.
-  A small carry also has the first 16 iterations of each segment stored on the
-  way forward, so that the last segment is recomputed only past them (a short
-  loop, not at all).
 - Otherwise (`max_steps=None`, or fewer checkpoints than that), in both passes:
   the dynamic checkpointing of Wang,
   Moin and Iaccarino (SIAM J. Sci. Comput. 31(4), 2009). Every state is offered
@@ -636,9 +633,7 @@ def _checkpointed_fwd(spec: _Spec, init_val, env_arrays):
             "of checkpoints: pass an int `max_steps` to `diffeqsolve`, or "
             "`adjoint=RecursiveCheckpointAdjoint(checkpoints=k)`."
         )
-    # `stored - 1` rows to spare for the head copy of `_backward_static`.
-    rows = c + _stored_iterations(spec) - 1 if _is_static(spec) else c
-    store = [jnp.zeros((rows, size), dtype) for dtype, size in split.packer.sizes()]
+    store = [jnp.zeros((c, size), dtype) for dtype, size in split.packer.sizes()]
     # The static schedule when it covers the bound with each step recomputed at
     # most once; otherwise the dynamic rule, which degrades gracefully.
     if _is_static(spec):
@@ -683,89 +678,39 @@ def _segments(spec: _Spec):
     return jnp.asarray(positions, jnp.int32), jnp.asarray(ends, jnp.int32)
 
 
-# Packed carries up to this many elements have the first iterations of each
-# segment stored, besides its checkpoint (see `_forward_static`).
-_EVERY_ITERATION_SIZE = 4096
-_EVERY_ITERATION_COUNT = 16
-
-
-def _stored_iterations(spec: _Spec) -> int:
-    """How many iterations from the start of each segment the static forward
-    pass stores (1: the checkpoint alone). More than one for small carries,
-    where a row write costs little against the recomputation it saves. A neural
-    ODE of two or three Tsit5 steps under `vmap` (32 lanes, 10 outputs) then
-    evaluates the body 4 times per step instead of 5, and its gradient takes
-    0.88 of Diffrax's time instead of 0.98; Lorenz (about 340 steps), 0.52
-    instead of 0.59. The count is bounded, so that a long loop pays only a few
-    writes per segment (and loses nothing: under `vmap`, storing every
-    iteration measured slower, 0.63 -> 0.76)."""
-    size = sum(size for _, size in spec.split.packer.sizes())
-    return _EVERY_ITERATION_COUNT if size <= _EVERY_ITERATION_SIZE else 1
-
-
 def _forward_static(spec: _Spec, init_val, env, store):
     """The forward pass of a bounded loop: checkpoints at static positions, and
     between them an inner loop whose carry is only the loop's own (small loops
-    stay fast on the CPU; the store is touched c times, not every iteration).
-
-    Small carries also have the first iterations of each segment stored
-    (`_stored_iterations`), in a small `head` store of their own (under `vmap`
-    every carry of a loop is selected at every iteration: the whole store in the
-    carry of every iteration costs more than it saves). Each segment overwrites
-    the previous one's, so only the last segment's survive: that segment, the
-    first one reversed, is recomputed from the latest of them, and a loop that
-    ends within the first iterations of its segment (a short solve) is not
-    recomputed at all."""
+    stay fast on the CPU; the store is touched c times, not every iteration)."""
     c = spec.checkpoints
     positions, next_positions = _segments(spec)
-    stored = _stored_iterations(spec)
-    sizes = spec.split.packer.sizes()
-    head = (
-        [jnp.zeros((stored, size), dtype) for dtype, size in sizes]
-        if stored > 1
-        else []
-    )
 
     def outer_cond(carry):
-        i, val, j, _, _ = carry
+        i, val, j, _ = carry
         return (j < c) & _bounded_cond(spec, i, val, env)
 
     def outer_body(carry):
-        i, val, j, store, head = carry
-        start = i
+        i, val, j, store = carry
         store = [
             lax.dynamic_update_index_in_dim(s, x, j, 0)
             for s, x in zip(store, spec.split.stored(val))
         ]
+        until = next_positions[j]
 
-        def cond(until):
-            return lambda inner: (
-                (inner[0] < until) & _bounded_cond(spec, inner[0], inner[1], env)
-            )
+        def cond(inner):
+            i, val = inner
+            return (i < until) & _bounded_cond(spec, i, val, env)
 
-        def store_and_step(inner):
-            i, val, head = inner
-            head = [
-                lax.dynamic_update_index_in_dim(s, x, i - start, 0)
-                for s, x in zip(head, spec.split.stored(val))
-            ]
-            return i + 1, spec.body_fun(val, env), head
-
-        def step(inner):
+        def body(inner):
             i, val = inner
             return i + 1, spec.body_fun(val, env)
 
-        until = next_positions[j]
-        if head:
-            i, val, head = lax.while_loop(
-                cond(jnp.minimum(until, start + stored)), store_and_step, (i, val, head)
-            )
-        i, val = lax.while_loop(cond(until), step, (i, val))
-        return i, val, j + 1, store, head
+        i, val = lax.while_loop(cond, body, (i, val))
+        return i, val, j + 1, store
 
     zero = jnp.asarray(0, jnp.int32)
-    n, final, count, store, head = lax.while_loop(
-        outer_cond, outer_body, (zero, init_val, zero, store, head)
+    n, final, count, store = lax.while_loop(
+        outer_cond, outer_body, (zero, init_val, zero, store)
     )
     book = _Book(
         position=positions,
@@ -773,7 +718,7 @@ def _forward_static(spec: _Spec, init_val, env, store):
         slot=jnp.arange(c, dtype=jnp.int32),
         count=count,
     )
-    return n, final, book, (store, head)
+    return n, final, book, store
 
 
 def _forward_dynamic(spec: _Spec, init_val, env, store):
@@ -844,24 +789,13 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     )
 
 
-def _backward_static(spec: _Spec, n, book, stores, step, vjp_step, ct, env_ct):
+def _backward_static(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
     """The backward pass after `_forward_static`, one segment at a time from the
     last: recompute the segment's states from its checkpoint into the rows of the
     later segments (free by now: segment j is at most c - j long), then pull the
-    cotangent back through them. No bookkeeping: the rows are static. The last
-    segment's first iterations are copied from the forward pass's `head` store
-    first (into rows that the store has to spare), and its recomputation starts
-    from the latest of them."""
+    cotangent back through them. No bookkeeping: the rows are static."""
     packer = spec.split.packer
     starts, ends = _segments(spec)
-    store, head = stores
-    stored = 1
-    if head:
-        stored = head[0].shape[0]
-        store = [
-            lax.dynamic_update_slice_in_dim(s, h, book.count - 1, 0)
-            for s, h in zip(store, head)
-        ]
 
     def load(store, row):
         return packer.unpack(_load_row(store, row))
@@ -880,14 +814,8 @@ def _backward_static(spec: _Spec, n, book, stores, step, vjp_step, ct, env_ct):
             ]
             return q + 1, state, store
 
-        first = start
-        if head:
-            head_last = jnp.minimum(last, start + stored - 1)
-            first = jnp.where(j == book.count - 1, head_last, start)
         _, _, store = lax.while_loop(
-            lambda c: c[0] < last,
-            advance_body,
-            (first, load(store, j + first - start), store),
+            lambda c: c[0] < last, advance_body, (start, load(store, j), store)
         )
 
         def reverse_body(c):

@@ -125,11 +125,6 @@ def test_checkpointed_recomputes_each_step_at_most_once():
         _, evaluations = count(n)
         assert evaluations >= 2 * n  # the count is real: n forward, n linearised
         assert evaluations - n <= 2 * n + 1, (n, evaluations)
-    # A loop of a small carry that ends within the first iterations of its
-    # segment is not recomputed: those iterations were stored on the way.
-    for n in (1, 5, 16):
-        assert count(n)[1] == 2 * n, n
-    assert count(17)[1] > 2 * 17
     # With too few checkpoints the count grows past that bound (the schedule
     # trades recomputation for memory), and the gradient is still exact.
     g, evaluations = count(400, checkpoints=4)
