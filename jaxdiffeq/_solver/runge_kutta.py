@@ -129,7 +129,7 @@ class ButcherTableau(eqx.Module):
 #   whose `prod` is the scalar control times the vector field.) A tree with a
 #   folded leaf also stores its stages late (`_run_stages`).
 # Dense output always gets the stage axis first.
-_STAGES_LAST_MAX_SIZE = 64
+STAGES_LAST_MAX_SIZE = 64
 
 
 def _stage_combination(k, weights, last: bool):
@@ -171,7 +171,7 @@ def unfolded():
 
 
 def _layout(terms: AbstractTerm, x) -> str:
-    if x.size <= _STAGES_LAST_MAX_SIZE:
+    if x.size <= STAGES_LAST_MAX_SIZE:
         return "last"
     # (Not for leaves of several axes: the 2-D heat equation, 316^2 points, ran at
     # 2x Diffrax's time folded, where XLA copied the whole buffer at every stage,
