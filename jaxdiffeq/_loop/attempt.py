@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 
 from .._misc import lane_mask, where
 from .._results import RESULTS
-from .._solver.runge_kutta import STAGES_LAST_MAX_SIZE, unfolded
+from .._solver.runge_kutta import may_fold, unfolded
 from .config import Env, Settings
 from .outputs import any_ts_pending
 from .select import tree_where
@@ -28,21 +28,12 @@ def _solver_step(solver, terms, args, tprev, tnext, y, state, jump, fold: bool):
         return solver.step(terms, tprev, tnext, y, args, state, jump)
 
 
-def _may_fold(y) -> bool:
-    """Whether some leaf of `y` would take the folded stage layout (a 1-D leaf
-    larger than `runge_kutta`'s stage-last size)."""
-    return any(
-        jnp.ndim(x) == 1 and jnp.size(x) > STAGES_LAST_MAX_SIZE
-        for x in jtu.tree_leaves(y)
-    )
-
-
 def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
     jump = jump if cfg.can_jump else False
     # Where nothing would fold, one value of `fold`, so that every use of the
     # step shares one trace (the reverse-mode body and the set-up alike): two
     # traces of the Lorenz gradient's step cost 0.1 s more lowering.
-    fold = cfg.fold_stages or not _may_fold(y)
+    fold = cfg.fold_stages or not may_fold(env.terms, y)
     return _solver_step(
         env.solver,
         env.terms,

@@ -129,7 +129,7 @@ class ButcherTableau(eqx.Module):
 #   whose `prod` is the scalar control times the vector field.) A tree with a
 #   folded leaf also stores its stages late (`_run_stages`).
 # Dense output always gets the stage axis first.
-STAGES_LAST_MAX_SIZE = 64
+_STAGES_LAST_MAX_SIZE = 64
 
 
 def _stage_combination(k, weights, last: bool):
@@ -170,13 +170,23 @@ def unfolded():
         _FOLDING.reset(token)
 
 
-def _layout(terms: AbstractTerm, x) -> str:
-    if x.size <= STAGES_LAST_MAX_SIZE:
-        return "last"
+def _foldable(terms: AbstractTerm, x) -> bool:
     # (Not for leaves of several axes: the 2-D heat equation, 316^2 points, ran at
     # 2x Diffrax's time folded, where XLA copied the whole buffer at every stage,
     # against 0.65x with the stage axis first.)
-    if x.ndim == 1 and scales_by_control(terms) and _FOLDING.get():
+    return x.size > _STAGES_LAST_MAX_SIZE and x.ndim == 1 and scales_by_control(terms)
+
+
+def may_fold(terms: AbstractTerm, y) -> bool:
+    """Whether a step of `terms` on `y` would use the folded layout for some leaf
+    where folding is allowed (so whether `unfolded` changes anything)."""
+    return any(_foldable(terms, x) for x in jtu.tree_leaves(y))
+
+
+def _layout(terms: AbstractTerm, x) -> str:
+    if x.size <= _STAGES_LAST_MAX_SIZE:
+        return "last"
+    if _foldable(terms, x) and _FOLDING.get():
         return "folded"
     return "first"
 
