@@ -60,6 +60,46 @@ def _lane_mask_rule(axis_size, in_batched, pred):
     return lane_mask(pred), False
 
 
+# Leaves of at least this many elements are tested by `all_finite` with a plain
+# sum (and an exact test only if that sum is not finite); smaller ones by the
+# sum of `x * 0`, which fuses with the step's other small kernels.
+_FINITE_BY_SUM_SIZE = 2048
+
+
+@custom_batching.custom_vmap
+def all_finite(x):
+    """Whether every element of `x` is finite (one boolean per lane under `vmap`).
+
+    `x * 0` is NaN exactly where `x` is not finite, and a sum propagates NaN, so
+    `isfinite(sum(x * 0))` is one reduction. On XLA's CPU backend a large
+    reduction cannot fuse with the product that feeds it: `x * 0` is then a pass
+    of its own that writes a temporary array. For a large `x` the sum of `x`
+    itself is taken instead; it is finite whenever every element is, unless it
+    overflows, and only then (a `lax.cond`, never taken in a healthy solve) is
+    `all(isfinite(x))` computed (Euler on the heat equation, 10^4 points, ours /
+    Diffrax in one run: 1.67 -> 1.29).
+    """
+    if x.size < _FINITE_BY_SUM_SIZE:
+        return jnp.isfinite(jnp.sum(x * 0))
+    return lax.cond(
+        jnp.isfinite(jnp.sum(x)),
+        lambda x: jnp.asarray(True),
+        lambda x: jnp.all(jnp.isfinite(x)),
+        x,
+    )
+
+
+@all_finite.def_vmap
+def _all_finite_rule(axis_size, in_batched, x):
+    del axis_size
+    (batched,) = in_batched
+    if not batched:
+        return all_finite(x), False
+    # With one predicate per lane a `cond` would become a `select` that computes
+    # both branches: the one-reduction form is cheaper there.
+    return jnp.isfinite(jnp.sum(x * 0, axis=tuple(range(1, x.ndim)))), True
+
+
 def where(pred, on_true, on_false):
     """`jnp.where(pred, on_true, on_false)` as a single `lax.select`.
 

@@ -343,6 +343,53 @@ def test_nan_vector_field(controller, dt0):
         jax.block_until_ready(solve(**kwargs).ys)
 
 
+def _nan_in_one_element_after_half(t, y, args):
+    """Decay, with one element NaN after `t = 0.5` in lanes where `args` is true."""
+    dy = -y
+    return dy.at[7].set(jnp.where((t > 0.5) & args, jnp.nan, dy[7]))
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "vmap"])
+def test_nonfinite_large_state(batched):
+    """A NaN in one element of a large state (tested by a sum, not elementwise)
+    fails the solve, and the `t1` output holds the last finite state."""
+    n = 5000
+    y0 = jnp.linspace(1.0, 2.0, n)
+
+    def run(poison):
+        sol = solve(
+            terms=jd.ODETerm(_nan_in_one_element_after_half),
+            solver=jd.Euler(),
+            dt0=0.125,
+            y0=y0,
+            args=poison,
+            throw=False,
+        )
+        return sol.result._value, sol.ts, sol.ys
+
+    poison = jnp.array([True, False])
+    if batched:
+        codes, ts, ys = jax.vmap(run)(poison)
+    else:
+        outs = [run(p) for p in poison]
+        codes, ts, ys = (jnp.stack(x) for x in zip(*outs))
+    assert int(codes[0]) == jd.RESULTS.nonfinite_value._value
+    assert int(codes[1]) == jd.RESULTS.successful._value
+    # Euler's step from 0.625 is the first to see the NaN: the solve stops there.
+    assert float(ts[0, 0]) == 0.625
+    np.testing.assert_allclose(ys[0, 0], y0 * (1 - 0.125) ** 5, rtol=1e-12)
+    np.testing.assert_allclose(ys[1, 0], y0 * (1 - 0.125) ** 8, rtol=1e-12)
+
+
+def test_huge_finite_large_state_succeeds():
+    """A large state whose elements are finite but sum past the largest float is
+    finite: the fast test's overflow must not fail the solve."""
+    y0 = jnp.full(5000, 1e308)
+    sol = solve(terms=jd.ODETerm(lambda t, y, args: 0 * y), solver=jd.Euler(), y0=y0)
+    assert sol.result == jd.RESULTS.successful
+    np.testing.assert_array_equal(sol.ys[-1], y0)
+
+
 def test_nan_initial_state_fails():
     sol = solve(
         y0=jnp.array([jnp.nan, 1.0]),

@@ -4,10 +4,11 @@ codes, and the masked update of the small per-step state."""
 import contextlib
 
 import equinox as eqx
+import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from .._misc import lane_mask, where
+from .._misc import all_finite, lane_mask, where
 from .._results import RESULTS
 from .._solver.runge_kutta import may_fold, unfolded
 from .config import Env, Settings
@@ -75,13 +76,9 @@ def _result_code(env: Env, step, codes, y1, keep_step, next_tprev, next_tnext):
         if isinstance(code, RESULTS):
             code = code.value
         result = where(result == 0, code, result)
-    # `x * 0` is NaN exactly where `x` is not finite, and a sum propagates NaN: one
-    # reduction of the state, which XLA's CPU backend runs as one kernel, where
-    # `all(isfinite(x))` was an elementwise kernel writing a boolean array and a
-    # second reducing it (Euler at 10^4 points: 1.84x -> 1.57x Diffrax's time).
     finite = jnp.asarray(True)
     for x in jtu.tree_leaves(y1):
-        finite = finite & jnp.isfinite(jnp.sum(x * 0))
+        finite = finite & all_finite(lax.stop_gradient(jnp.asarray(x)))
     result = where(
         (result == 0) & keep_step & ~finite, RESULTS.nonfinite_value.value, result
     )
