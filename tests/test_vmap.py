@@ -374,3 +374,27 @@ def test_unvmap_dt_different_t1():
     exact = np.exp(np.sin(np.asarray(t1s)))[:, None] * np.array([1.0, -0.5])
     np.testing.assert_allclose(sol.ys[:, 0], exact, rtol=1e-8)
     np.testing.assert_allclose(sol.ts[:, 0], t1s, rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_default_norm_of_small_and_large_leaves(dtype):
+    """The controller's default norm (small leaves are summed as adds, large ones
+    by a reduction) is the root mean square over every element, alone and under
+    `vmap`."""
+    norm = jd.PIDController(rtol=1e-3, atol=1e-6).norm
+    key = jax.random.PRNGKey(0)
+    tree = {
+        "one": jax.random.normal(key, (4, 1), dtype),
+        "pair": jax.random.normal(jax.random.fold_in(key, 1), (4, 2), dtype),
+        "small": jax.random.normal(jax.random.fold_in(key, 2), (4, 2, 4), dtype),
+        "large": jax.random.normal(jax.random.fold_in(key, 3), (4, 9), dtype),
+    }
+    flat = np.concatenate(
+        [np.asarray(x, np.float64).reshape(4, -1) for x in jax.tree.leaves(tree)], 1
+    )
+    expected = np.sqrt(np.mean(flat**2, axis=1))
+    rtol = 1e-6 if dtype == jnp.float32 else 1e-14
+    batched = jax.vmap(norm)(tree)
+    np.testing.assert_allclose(batched, expected, rtol=rtol)
+    alone = [norm(jax.tree.map(lambda x, i=i: x[i], tree)) for i in range(4)]
+    np.testing.assert_allclose(np.stack(alone), expected, rtol=rtol)
