@@ -331,7 +331,7 @@ def _step_sum(weights: np.ndarray, buf, f_last, layout: str, deferred: bool, sta
     full = np.zeros(buf.shape[0])
     count = s - 1 if deferred else s
     full[:count] = weights[:count]
-    total = jnp.tensordot(jnp.asarray(full, buf.dtype), buf, axes=1)
+    total = _stage_combination(buf, jnp.asarray(full), False)
     if deferred and weights[s - 1]:
         total = total + float(weights[s - 1]) * f_last
     return total.astype(buf.dtype)
@@ -468,7 +468,7 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
             control,
         )
         # Dense output takes the increments `k_i`, stage axis first.
-        if _any_folded(layout):  # deferred: the last row is still to be written
+        if deferred:  # the last row is still to be written
             f_buf = _store(f_buf, f_last, s - 1, layout)
         f_stages = jtu.tree_map(
             lambda x, lay: jnp.moveaxis(x, -1, 0) if lay == "last" else x[:s],
