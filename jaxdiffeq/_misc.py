@@ -151,6 +151,49 @@ def where(pred, on_true, on_false):
     return lax.select(pred, prepare(on_true), prepare(on_false))
 
 
+def lane_where(pred, new, old):
+    """Per-lane select between two trees whose leaves have a leading lane axis:
+    `pred` has shape `(lanes,)`."""
+
+    def leaf(a, b):
+        p = pred.reshape(pred.shape + (1,) * (jnp.ndim(a) - 1))
+        return where(p, a, b)
+
+    return jtu.tree_map(leaf, new, old)
+
+
+def live_vmap(tree) -> bool:
+    """Whether a backward rule is being traced under a live `vmap` (a probe
+    `custom_vmap` fires its batching rule at once), rather than staged into a
+    jaxpr that an enclosing `vmap` may batch later.
+
+    This tells `grad(vmap(solve))` from `vmap(grad(solve))`. In the first, JAX
+    batches the `custom_vjp` itself: it traces the backward rule under `vmap`
+    (live) and sums the cotangents of inputs shared by the batch afterwards, so
+    the rule may sum them inside each step instead, with one accumulator. In the
+    second, the backward rule is traced unbatched (inside `diffeqsolve`'s `jit`)
+    and batched later; each lane then needs its own parameter cotangent (a
+    per-example gradient), so nothing may be summed. When in doubt (e.g. under
+    `jax.disable_jit()`, where the second case is also traced live) the answer
+    is `False`, which is correct in both cases, only slower in the first."""
+    if jax.config.jax_disable_jit:  # pyright: ignore
+        return False
+    fired = []
+
+    @custom_batching.custom_vmap
+    def probe(x):
+        return x
+
+    @probe.def_vmap
+    def _rule(axis_size, in_batched, x):
+        del axis_size
+        fired.append(True)
+        return x, in_batched[0]
+
+    probe(tree)
+    return bool(fired)
+
+
 def widest_dtype(*xs):
     """The dtype that all of `xs` (arrays or dtypes) promote to by JAX's standard
     rules, whatever the configured promotion. For the few places that combine

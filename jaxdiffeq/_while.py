@@ -25,6 +25,9 @@ while the loop runs.
   rows of the later segments (free by then: there are c - i - 1 of them), and
   pulls the cotangent back through the stored states. Each iteration is
   recomputed at most once, however many of the `max_steps` iterations run.
+  Under `vmap` this backward pass is batch-aware (`_while_lanes`): one loop over
+  all lanes, summing the cotangents of `env` leaves that the lanes share inside
+  each vector-Jacobian product.
 - Otherwise (`max_steps=None`, or fewer checkpoints than that), in both passes:
   the dynamic checkpointing of Wang,
   Moin and Iaccarino (SIAM J. Sci. Comput. 31(4), 2009). Every state is offered
@@ -47,9 +50,11 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jax import custom_batching
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from ._misc import instantiate_zero, stop_integer_tangents, zero_cotangent
+from ._misc import instantiate_zero, live_vmap, stop_integer_tangents, zero_cotangent
+from ._while_lanes import backward_static_lanes
 
 
 def _check_max_steps(max_steps):
@@ -576,19 +581,31 @@ def _active_outputs(jaxpr, active_in) -> list[bool]:
     return [isinstance(v, jex.Var) and v in active for v in jaxpr.outvars]
 
 
-def _body_of_leaves(spec: _Spec, leaves, env_leaves, env_def, active: _Active):
+def _body_of_leaves(
+    spec: _Spec, leaves, env_leaves, env_def, active: _Active, env_axes=None
+):
     """The body as a function of the active inexact leaves of the carry and the
     active leaves of `env` (the others fixed at `leaves` and `env_leaves`),
-    returning the active inexact leaves of the new carry."""
+    returning the active inexact leaves of the new carry.
+
+    With `env_axes` (one axis, 0 or `None`, per leaf of `env`), the leaves of the
+    carry have a leading lane axis and the body runs on every lane (`vmap`);
+    the `env` leaves with axis `None` are shared by the lanes."""
     split = spec.split
     carry_positions = _positions(split.is_inexact, active.carry)
     env_positions = _positions(active.env)
 
-    def f(carry_in, env_in):
-        val = jtu.tree_unflatten(split.treedef, _put(leaves, carry_positions, carry_in))
-        env = jtu.tree_unflatten(env_def, _put(env_leaves, env_positions, env_in))
+    def body(val, env_in_full):
+        env = jtu.tree_unflatten(env_def, env_in_full)
         out = spec.body_fun(val, eqx.combine(env, spec.env_static))
         return _select(_select(jtu.tree_leaves(out), split.is_inexact), active.carry)
+
+    if env_axes is not None:
+        body = jax.vmap(body, in_axes=(0, list(env_axes)))
+
+    def f(carry_in, env_in):
+        val = jtu.tree_unflatten(split.treedef, _put(leaves, carry_positions, carry_in))
+        return body(val, _put(env_leaves, env_positions, env_in))
 
     return f
 
@@ -684,6 +701,9 @@ def _forward_static(spec: _Spec, init_val, env, store):
     stay fast on the CPU; the store is touched c times, not every iteration)."""
     c = spec.checkpoints
     positions, next_positions = _segments(spec)
+    # Row 0 holds `init_val` even in a lane of a `vmap` that never iterates:
+    # the batched backward pass (`_while_lanes`) may evaluate its body there.
+    store = [s.at[0].set(x) for s, x in zip(store, spec.split.stored(init_val))]
 
     def outer_cond(carry):
         i, val, j, _ = carry
@@ -751,32 +771,13 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     # Only the active leaves (see `_activity`) carry cotangents.
     ct = _select(_select(ct_leaves, inexact), active.carry)
     env_leaves, env_def = jtu.tree_flatten(env_arrays)
-
-    def full_value(state):
-        return split.join(state, final_buffers)
-
-    def environment(env_leaves):
-        return eqx.combine(jtu.tree_unflatten(env_def, env_leaves), spec.env_static)
-
-    def step(state):
-        val = spec.body_fun(full_value(state), environment(env_leaves))
-        return split.state(val)
-
-    env_in = _select(env_leaves, active.env)
-
-    def vjp_step(state, ct):
-        """Pull `ct` (on the active leaves of the carry) back through one body."""
-        leaves = jtu.tree_leaves(full_value(state))
-        carry_in = _select(_select(leaves, inexact), active.carry)
-        f = _body_of_leaves(spec, leaves, env_leaves, env_def, active)
-        _, pull = jax.vjp(f, carry_in, env_in)
-        return pull(ct)
-
-    env_ct = [jnp.zeros_like(x) for x in env_in]
     if _is_static(spec):
-        ct, env_ct = _backward_static(spec, n, book, store, step, vjp_step, ct, env_ct)
+        arrays = (n, book.count, store, final_buffers, env_leaves, ct)
+        ct, env_ct = _static_core(spec, env_def, active, arrays)
     else:
-        ct, env_ct = _backward_dynamic(spec, n, book, store, step, vjp_step, ct, env_ct)
+        fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves)
+        env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]
+        ct, env_ct = _backward_dynamic(spec, n, book, store, *fns, ct, env_ct)
     init_ct = _put(
         [zero_cotangent(x) for x in ct_leaves], _positions(inexact, active.carry), ct
     )
@@ -789,7 +790,82 @@ def _checkpointed_bwd(spec: _Spec, residuals, ct_final):
     )
 
 
-def _backward_static(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
+def _iteration_fns(
+    spec: _Spec, env_def, active: _Active, final_buffers, env_leaves, env_axes=None
+):
+    """`(step, vjp_step)` of the backward pass: `step(state)` runs one iteration
+    from the stored part of the carry; `vjp_step(state, ct)` pulls `ct` (on the
+    active leaves of the carry) back through one iteration, returning the
+    cotangents of the carry and of the active `env` leaves. With `env_axes`,
+    on every lane at once (see `_body_of_leaves`)."""
+    split = spec.split
+    env_in = _select(env_leaves, active.env)
+
+    def full_leaves(state):
+        return jtu.tree_leaves(split.join(state, final_buffers))
+
+    def step(state):
+        def one(val, env_leaves):
+            env = jtu.tree_unflatten(env_def, env_leaves)
+            return split.state(spec.body_fun(val, eqx.combine(env, spec.env_static)))
+
+        if env_axes is not None:
+            one = jax.vmap(one, in_axes=(0, list(env_axes)))
+        return one(split.join(state, final_buffers), env_leaves)
+
+    def vjp_step(state, ct):
+        leaves = full_leaves(state)
+        carry_in = _select(_select(leaves, split.is_inexact), active.carry)
+        f = _body_of_leaves(spec, leaves, env_leaves, env_def, active, env_axes)
+        _, pull = jax.vjp(f, carry_in, env_in)
+        return pull(ct)
+
+    return step, vjp_step
+
+
+def _static_core(spec: _Spec, env_def, active: _Active, arrays):
+    """The backward pass of the static schedule, batch-aware: a `custom_vmap`
+    whose batching rule runs one loop over all lanes (`_while_lanes`). Under
+    `grad(vmap(...))` (see `live_vmap`) the cotangents of the `env` leaves that
+    the lanes share are summed inside each vector-Jacobian product; otherwise
+    each lane gets its own, as JAX's batching of the unbatched rule would."""
+    sum_shared = live_vmap(arrays)
+
+    @custom_batching.custom_vmap
+    def core(n, count, store, final_buffers, env_leaves, ct):
+        fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves)
+        env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]
+        return _backward_static(spec, n, count, store, *fns, ct, env_ct)
+
+    @core.def_vmap
+    def _rule(axis_size, in_batched, n, count, store, final_buffers, env_leaves, ct):
+        def stack(x, b):
+            return x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+
+        lane_args = (n, count, store, final_buffers, ct)
+        lane_batched = (*in_batched[:4], in_batched[5])
+        n, count, store, final_buffers, ct = jtu.tree_map(
+            stack, lane_args, lane_batched
+        )
+        env_batched = list(in_batched[4])
+        if not sum_shared:
+            env_leaves = [stack(x, b) for x, b in zip(env_leaves, env_batched)]
+            env_batched = [True] * len(env_leaves)
+        env_axes = [0 if b else None for b in env_batched]
+        fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves, env_axes)
+        env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]
+        starts, ends = _segments(spec)
+        packer = spec.split.packer
+        ct, env_ct = backward_static_lanes(
+            starts, ends, packer, n, count, store, fns, ct, env_ct
+        )
+        out_batched = ([True] * len(ct), _select(env_batched, active.env))
+        return (ct, env_ct), out_batched
+
+    return core(*arrays)
+
+
+def _backward_static(spec: _Spec, n, count, store, step, vjp_step, ct, env_ct):
     """The backward pass after `_forward_static`, one segment at a time from the
     last: recompute the segment's states from its checkpoint into the rows of the
     later segments (free by now: segment j is at most c - j long), then pull the
@@ -829,7 +905,7 @@ def _backward_static(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
         return j - 1, ct, env_ct, store
 
     _, ct, env_ct, _ = lax.while_loop(
-        lambda c: c[0] >= 0, segment_body, (book.count - 1, ct, env_ct, store)
+        lambda c: c[0] >= 0, segment_body, (count - 1, ct, env_ct, store)
     )
     return ct, env_ct
 

@@ -36,6 +36,11 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     step. Past that, recomputation grows slowly with `n`. Without
     differentiation it costs nothing extra: the solve runs as a plain loop.
 
+    **Under `vmap`.** With the default `checkpoints`, `grad(vmap(...))` runs one
+    backward loop over the whole batch and sums the cotangents of parameters
+    shared by the batch inside each step (one accumulator, not one per example);
+    `vmap(grad(...))` gives each example its own gradient.
+
     **Arguments:**
 
     - `checkpoints`: the number of stored states. Default (`None`): the

@@ -18,7 +18,14 @@ from .._controller.base import AbstractStepSizeController
 from .._controller.constant import ConstantStepSize, step_time
 from .._custom_types import Args, RealScalarLike, Y
 from .._loop import State, layout, t1_row_written, value_in_step
-from .._misc import instantiate_zero, stop_integer_tangents, where, zero_cotangent
+from .._misc import (
+    instantiate_zero,
+    lane_where,
+    live_vmap,
+    stop_integer_tangents,
+    where,
+    zero_cotangent,
+)
 from .._saveat import SaveAt, SubSaveAt
 from .._solver.base import AbstractReversibleSolver, AbstractSolver, is_directly
 from .._solver.reversible import Reversible
@@ -279,8 +286,8 @@ def _cotangents(values, perturbed, static_kw, final, record, ct_final, every):
         theta_static=theta_static,
     )
     # Whether the cotangents of parameters shared by a batch may be summed over
-    # its lanes inside the backward pass (see `_batched_now`).
-    sum_shared = _batched_now((lanes, theta_diff, theta_other))
+    # its lanes inside the backward pass (see `live_vmap`).
+    sum_shared = live_vmap((lanes, theta_diff, theta_other))
     lane_ct, theta_ct = _reverse_core(
         static, lanes, theta_diff, theta_other, sum_shared
     )
@@ -311,38 +318,6 @@ class _Static(eqx.Module):
     layouts: tuple = eqx.field(static=True)
     every: int | None = eqx.field(static=True)
     theta_static: Any = eqx.field(static=True)
-
-
-def _batched_now(tree) -> bool:
-    """Whether this backward rule is being traced under a live `vmap` (a probe
-    `custom_vmap` fires its batching rule at once), rather than staged into a
-    jaxpr that an enclosing `vmap` may batch later.
-
-    This tells `grad(vmap(solve))` from `vmap(grad(solve))`. In the first, JAX
-    batches the `custom_vjp` itself: it traces the backward rule under `vmap`
-    (live) and sums the cotangents of inputs shared by the batch afterwards, so
-    the rule may sum them inside each step instead, with one accumulator. In the
-    second, the backward rule is traced unbatched (inside `diffeqsolve`'s `jit`)
-    and batched later; each lane then needs its own parameter cotangent (a
-    per-example gradient), so nothing may be summed. When in doubt (e.g. under
-    `jax.disable_jit()`, where the second case is also traced live) the answer
-    is `False`, which is correct in both cases, only slower in the first."""
-    if jax.config.jax_disable_jit:  # pyright: ignore
-        return False
-    fired = []
-
-    @custom_batching.custom_vmap
-    def probe(x):
-        return x
-
-    @probe.def_vmap
-    def _rule(axis_size, in_batched, x):
-        del axis_size
-        fired.append(True)
-        return x, in_batched[0]
-
-    probe(tree)
-    return bool(fired)
 
 
 def _reverse_core(static: _Static, lanes, theta_diff, theta_other, sum_shared):
@@ -381,16 +356,6 @@ def _rows(tree, index):
     """Row `index[b]` of `x[b]` for every lane `b` (leading axis) of every leaf
     `x` of `tree`."""
     return jtu.tree_map(lambda x: x[jnp.arange(x.shape[0]), index], tree)
-
-
-def _lane_where(pred, new, old):
-    """Per-lane select: `pred` has shape `(lanes,)`."""
-
-    def leaf(a, b):
-        p = pred.reshape(pred.shape + (1,) * (jnp.ndim(a) - 1))
-        return where(p, a, b)
-
-    return jtu.tree_map(leaf, new, old)
 
 
 def _zeros_like(tree):
@@ -508,7 +473,7 @@ def _pull_final_rows(bw: _Backward, lanes, theta_ct):
                 # The row holds the final state only if the last step was not
                 # saved as a `steps` row already.
                 written = t1_row_written(lay, n)
-                ct_row = _lane_where(written, ct_row, _zeros_like(ct_row))
+                ct_row = lane_where(written, ct_row, _zeros_like(ct_row))
             dy, dth = bw.pull_saved(
                 i, lanes["tend"], lanes["y"], ct_row, lanes["direction"]
             )
@@ -533,8 +498,8 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
     x_prev, dense, pull_step = backward_step(ta, tb, x)
     if static.every is not None:
         stored = _rows(lanes["states"], m // static.every)
-        x_prev = _lane_where(active & (m % static.every == 0), stored, x_prev)
-    y1_ct, s1_ct = _lane_where(active, x_ct, _zeros_like(x_ct))
+        x_prev = lane_where(active & (m % static.every == 0), stored, x_prev)
+    y1_ct, s1_ct = lane_where(active, x_ct, _zeros_like(x_ct))
     dense_ct = _zeros_like(dense)
     new_ts_ct = []
     for i, lay in enumerate(static.layouts):
@@ -571,8 +536,8 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
         theta_ct,
         bw.pull_saved,
     )
-    x = _lane_where(active, x_prev, x)
-    x_ct = _lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
+    x = lane_where(active, x_prev, x)
+    x_ct = lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
     return n - active.astype(n.dtype), x, x_ct, theta_ct, new_ts_ct
 
 
@@ -706,7 +671,7 @@ def _pull_steps_rows(static, lanes, count, y, time_of, y_ct, theta_ct, pull_save
         due = (count >= 1) & (count % k == 0)
         row = lay.offset_steps + jnp.clip(count // k - 1, 0, max(lay.num_steps - 1, 0))
         ct_row = _rows(lanes["ys_ct"][i], row)
-        ct_row = _lane_where(due, ct_row, _zeros_like(ct_row))
+        ct_row = lane_where(due, ct_row, _zeros_like(ct_row))
         dy, dth = pull_saved(i, time_of(count), y, ct_row, lanes["direction"])
         y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
     return y_ct, theta_ct
@@ -734,7 +699,7 @@ def _pull_ts_rows(
         jj = jnp.minimum(j, num_ts - 1)
         t = _rows(sub_ts, jj)
         ct_out = _rows(lanes["ys_ct"][i], lay.offset_ts + jj)
-        ct_out = _lane_where(live, ct_out, _zeros_like(ct_out))
+        ct_out = lane_where(live, ct_out, _zeros_like(ct_out))
         _, pull = jax.vjp(
             lambda dense, y1, t, td: out_fn(ta, tb, dense, y1, t, direction, td, to),
             dense,
