@@ -44,6 +44,9 @@ import many_outputs  # noqa: E402
 LIBS = {"ours": jd, "diffrax": diffrax}
 RESULTS_PATH = Path(__file__).parent / "results" / "gradients.json"
 TARGET_GRAD = 0.7  # (a)-(c): ours / Diffrax
+TARGET_WIDE = 0.8  # (b): checkpointed, width 1000 (issue 13)
+TARGET_REV_WIDE = 0.7  # reversible at batch 100 and 1000 (issue 13)
+TARGET_REV_ONE = 1.0  # reversible at batch 1 and at width 1000, on a CPU
 TARGET_COMPILE = 0.6  # (d)
 TARGET_SCAN = 1.3  # (e): ours / scan under jax.checkpoint
 DIM, DT, T1, STEPS = 100, 0.01, 10.0, 1000
@@ -146,16 +149,30 @@ def timed_case(cfg, description, fns, arg, target, reference="diffrax"):
     }
 
 
-def case_neural(cfg, width, batch):
+def case_neural(cfg, width, batch, dtype=jnp.float64):
+    """Ours checkpointed, ours reversible and Diffrax checkpointed in one run."""
     model = VectorField(width, jr.PRNGKey(10))
-    y0s = jnp.ones((batch, DIM))
+    model = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model
+    )
+    y0s = jnp.ones((batch, DIM), dtype)
     grads = {n: neural_ode_grad(lib) for n, lib in LIBS.items()}
+    grads["ours_rev"] = neural_ode_grad(jd, jd.ReversibleAdjoint())
     fns = {n: (lambda m, g=g: g(m, y0s)) for n, g in grads.items()}
     description = (
         f"neural ODE, MLP width {width} depth 4, Euler, 1000 steps, "
-        f"batch {batch}, grad wrt MLP parameters"
+        f"batch {batch}, {jnp.dtype(dtype).name}, grad wrt MLP parameters"
     )
-    return timed_case(cfg, description, fns, model, TARGET_GRAD)
+    target = TARGET_GRAD if width == 100 else TARGET_WIDE
+    result = timed_case(cfg, description, fns, model, target)
+    result["ratio_ours_rev_diffrax"] = ratio(result["times"], "ours_rev", "diffrax")
+    result["target_rev"] = TARGET_REV_WIDE if batch > 1 else TARGET_REV_ONE
+    if width != 100:
+        result["target_rev"] = TARGET_REV_ONE
+    result["max_rel_diff_grads_rev"] = max_rel_diff(
+        fns["ours_rev"](model), fns["diffrax"](model)
+    )
+    return result
 
 
 def case_c(cfg):
@@ -225,9 +242,18 @@ def case_e(cfg):
 
 
 CASES = {
-    "a1": lambda cfg: case_neural(cfg, 100, 1),
-    "a100": lambda cfg: case_neural(cfg, 100, 100),
-    "b": lambda cfg: case_neural(cfg, 1000, 1),
+    **{
+        f"{name}{suffix}": (
+            lambda cfg, w=width, b=batch, d=dtype: case_neural(cfg, w, b, d)
+        )
+        for suffix, dtype in (("", jnp.float64), ("_f32", jnp.float32))
+        for name, width, batch in (
+            ("a1", 100, 1),
+            ("a100", 100, 100),
+            ("a1000", 100, 1000),
+            ("b", 1000, 1),
+        )
+    },
     "c": case_c,
     "d": case_d,
     "e": case_e,
@@ -264,6 +290,12 @@ def print_table(results):
             f"({name:4}) {fmt(ours)} {fmt(t[other]['median_s'])} {value:7.2f} "
             f"<= {r['target']:<4} {verdict(value, r['target'])}"
         )
+        if "ours_rev" in t:
+            rev = r["ratio_ours_rev_diffrax"]["paired"]
+            print(
+                f"  rev  {fmt(t['ours_rev']['median_s'])} {'':12} {rev:7.2f} "
+                f"<= {r['target_rev']:<4} {verdict(rev, r['target_rev'])}"
+            )
         if name == "e":
             print(f"       Diffrax / scan: {r['ratio_diffrax_scan']['paired']:.2f}")
 
