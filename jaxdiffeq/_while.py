@@ -824,21 +824,51 @@ def _iteration_fns(
 
 
 def _static_core(spec: _Spec, env_def, active: _Active, arrays):
-    """The backward pass of the static schedule, batch-aware: a `custom_vmap`
-    whose batching rule runs one loop over all lanes (`_while_lanes`). Under
-    `grad(vmap(...))` (see `live_vmap`) the cotangents of the `env` leaves that
-    the lanes share are summed inside each vector-Jacobian product; otherwise
-    each lane gets its own, as JAX's batching of the unbatched rule would."""
+    """The backward pass of the static schedule, batch-aware: a `custom_vmap`.
+
+    Under `grad(vmap(...))` (see `live_vmap`), where the lanes share
+    differentiated `env` leaves (say the weights of a neural vector field) with
+    at least as many elements as one lane's cotangents, its batching rule runs
+    one loop over all lanes (`_while_lanes`) that sums the shared cotangents
+    inside each vector-Jacobian product. Otherwise (little or nothing shared, or
+    `vmap(grad(...))`, where each lane needs its own) it is JAX's own batching
+    of the unbatched rule, which builds one cotangent of the shared leaves per
+    lane but masks less: measured faster there (Lorenz, gradient with respect
+    to 16 initial states, 10^4 saved times: 0.41x Diffrax's time, against 0.60x
+    with the one loop, whose masking of every lane's cotangents, the output
+    buffers' included, costs a pass more per step)."""
     sum_shared = live_vmap(arrays)
 
-    @custom_batching.custom_vmap
-    def core(n, count, store, final_buffers, env_leaves, ct):
+    def env_batched_active(in_batched):
+        return _select(list(in_batched[4]), active.env)
+
+    def unbatched(n, count, store, final_buffers, env_leaves, ct):
         fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves)
         env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]
         return _backward_static(spec, n, count, store, *fns, ct, env_ct)
 
+    core = custom_batching.custom_vmap(unbatched)
+
     @core.def_vmap
     def _rule(axis_size, in_batched, n, count, store, final_buffers, env_leaves, ct):
+        env_batched = list(in_batched[4])
+        shared_size = sum(
+            x.size
+            for x, b in zip(
+                _select(env_leaves, active.env), env_batched_active(in_batched)
+            )
+            if not b
+        )
+        # A lane's cotangents: what the one loop masks at every iteration.
+        lane_size = sum(
+            x.size // axis_size if b else x.size for x, b in zip(ct, in_batched[5])
+        )
+        if not (sum_shared and shared_size >= max(lane_size, 1)):
+            args = (n, count, store, final_buffers, env_leaves, ct)
+            axes = jtu.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+            out = jax.vmap(unbatched, in_axes=axes)(*args)
+            return out, jtu.tree_map(lambda _: True, out)
+
         def stack(x, b):
             return x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
 
@@ -847,10 +877,6 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
         n, count, store, final_buffers, ct = jtu.tree_map(
             stack, lane_args, lane_batched
         )
-        env_batched = list(in_batched[4])
-        if not sum_shared:
-            env_leaves = [stack(x, b) for x, b in zip(env_leaves, env_batched)]
-            env_batched = [True] * len(env_leaves)
         env_axes = [0 if b else None for b in env_batched]
         fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves, env_axes)
         env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]

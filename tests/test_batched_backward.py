@@ -14,7 +14,7 @@ import pytest
 import jaxdiffeq as jd
 
 LANES = 5
-WIDTH = 6
+WIDTH = 16
 
 
 class _Field(eqx.Module):
