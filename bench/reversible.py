@@ -7,7 +7,8 @@ Run from the repository root:
 
 The seeds' neural ODE (an MLP 100 -> 100 of width 100 or 1000, depth 4; Euler,
 dt 0.01, 1,000 steps, `SaveAt(t1=True)`, gradient of a mean-square loss of the
-`vmap`ped solutions with respect to the MLP's parameters), timed in one
+`vmap`ped solutions with respect to the MLP's parameters; batch 1, 100 and 1,000
+at width 100, batch 1 at width 1000; float64, and float32 as `*_f32`), timed in one
 interleaved run for: ours with `ReversibleAdjoint()` (which wraps Euler in
 `Reversible`, two Euler steps per step), ours with
 `RecursiveCheckpointAdjoint()`, and Diffrax with `RecursiveCheckpointAdjoint()`.
@@ -35,8 +36,19 @@ from gradients import DIM, VectorField, max_rel_diff, neural_ode_grad  # noqa: E
 import jaxdiffeq as jd  # noqa: E402
 
 RESULTS_PATH = Path(__file__).parent / "results" / "reversible.json"
-# (width, batch) -> target for ours ReversibleAdjoint / Diffrax checkpointing.
-CASES = {"a1": (100, 1, 0.5), "a100": (100, 100, 1.0), "b": (1000, 1, 1.0)}
+# name -> (width, batch, target for ours ReversibleAdjoint / Diffrax
+# checkpointing, dtype); the targets are issue 13's for a CPU (0.5 at batch 1 on
+# a GPU). Each case in float64, and in float32 as "<name>_f32".
+CASES = {
+    f"{name}{suffix}": (width, batch, target, dtype)
+    for suffix, dtype in (("", jnp.float64), ("_f32", jnp.float32))
+    for name, width, batch, target in (
+        ("a1", 100, 1, 1.0),
+        ("a100", 100, 100, 0.7),
+        ("a1000", 100, 1000, 0.7),
+        ("b", 1000, 1, 1.0),
+    )
+}
 MEMORY_STEPS = (100, 1000, 10_000)
 TARGET_MEMORY_GROWTH = 1.1  # temp bytes at 10,000 steps / at 100 steps
 
@@ -49,9 +61,12 @@ def functions():
     }
 
 
-def speed_case(cfg, width, batch, target):
+def speed_case(cfg, width, batch, target, dtype):
     model = VectorField(width, jr.PRNGKey(10))
-    y0s = jnp.ones((batch, DIM))
+    model = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model
+    )
+    y0s = jnp.ones((batch, DIM), dtype)
     fns = {n: (lambda m, g=g: g(m, y0s)) for n, g in functions().items()}
     samples, numbers = time_interleaved(fns, model, cfg.repeats, cfg.min_sample_s)
     times = {n: summary(s) for n, s in samples.items()}
@@ -61,7 +76,7 @@ def speed_case(cfg, width, batch, target):
     return {
         "description": (
             f"neural ODE, MLP width {width} depth 4, Euler, 1000 steps, batch "
-            f"{batch}, grad wrt MLP parameters"
+            f"{batch}, {jnp.dtype(dtype).name}, grad wrt MLP parameters"
         ),
         "times": times,
         "calls_per_sample": numbers,
