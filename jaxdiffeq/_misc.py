@@ -162,6 +162,16 @@ def lane_where(pred, new, old):
     return jtu.tree_map(leaf, new, old)
 
 
+def lane_rows(tree, index):
+    """Row `index[b]` of `x[b]` for every lane `b` (leading axis) of every leaf
+    `x` of `tree`."""
+    return jtu.tree_map(lambda x: x[jnp.arange(x.shape[0]), index], tree)
+
+
+def tree_zeros_like(tree):
+    return jtu.tree_map(jnp.zeros_like, tree)
+
+
 def live_vmap(tree) -> bool:
     """Whether a backward rule is being traced under a live `vmap` (a probe
     `custom_vmap` fires its batching rule at once), rather than staged into a

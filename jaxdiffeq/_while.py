@@ -581,6 +581,12 @@ def _active_outputs(jaxpr, active_in) -> list[bool]:
     return [isinstance(v, jex.Var) and v in active for v in jaxpr.outvars]
 
 
+def _call_body(spec: _Spec, env_def, val, env_leaves):
+    """The loop's body on `val`, with `env` rebuilt from its array leaves."""
+    env = jtu.tree_unflatten(env_def, env_leaves)
+    return spec.body_fun(val, eqx.combine(env, spec.env_static))
+
+
 def _body_of_leaves(
     spec: _Spec, leaves, env_leaves, env_def, active: _Active, env_axes=None
 ):
@@ -595,9 +601,8 @@ def _body_of_leaves(
     carry_positions = _positions(split.is_inexact, active.carry)
     env_positions = _positions(active.env)
 
-    def body(val, env_in_full):
-        env = jtu.tree_unflatten(env_def, env_in_full)
-        out = spec.body_fun(val, eqx.combine(env, spec.env_static))
+    def body(val, env_leaves):
+        out = _call_body(spec, env_def, val, env_leaves)
         return _select(_select(jtu.tree_leaves(out), split.is_inexact), active.carry)
 
     if env_axes is not None:
@@ -801,20 +806,17 @@ def _iteration_fns(
     split = spec.split
     env_in = _select(env_leaves, active.env)
 
-    def full_leaves(state):
-        return jtu.tree_leaves(split.join(state, final_buffers))
+    def one(val, env_leaves):
+        return split.state(_call_body(spec, env_def, val, env_leaves))
+
+    if env_axes is not None:
+        one = jax.vmap(one, in_axes=(0, list(env_axes)))
 
     def step(state):
-        def one(val, env_leaves):
-            env = jtu.tree_unflatten(env_def, env_leaves)
-            return split.state(spec.body_fun(val, eqx.combine(env, spec.env_static)))
-
-        if env_axes is not None:
-            one = jax.vmap(one, in_axes=(0, list(env_axes)))
         return one(split.join(state, final_buffers), env_leaves)
 
     def vjp_step(state, ct):
-        leaves = full_leaves(state)
+        leaves = jtu.tree_leaves(split.join(state, final_buffers))
         carry_in = _select(_select(leaves, split.is_inexact), active.carry)
         f = _body_of_leaves(spec, leaves, env_leaves, env_def, active, env_axes)
         _, pull = jax.vjp(f, carry_in, env_in)
@@ -839,9 +841,6 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
     buffers' included, costs a pass more per step)."""
     sum_shared = live_vmap(arrays)
 
-    def env_batched_active(in_batched):
-        return _select(list(in_batched[4]), active.env)
-
     def unbatched(n, count, store, final_buffers, env_leaves, ct):
         fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves)
         env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]
@@ -852,11 +851,10 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
     @core.def_vmap
     def _rule(axis_size, in_batched, n, count, store, final_buffers, env_leaves, ct):
         env_batched = list(in_batched[4])
+        active_batched = _select(env_batched, active.env)
         shared_size = sum(
             x.size
-            for x, b in zip(
-                _select(env_leaves, active.env), env_batched_active(in_batched)
-            )
+            for x, b in zip(_select(env_leaves, active.env), active_batched)
             if not b
         )
         # A lane's cotangents: what the one loop masks at every iteration.
@@ -885,7 +883,7 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
         ct, env_ct = backward_static_lanes(
             starts, ends, packer, n, count, store, fns, ct, env_ct
         )
-        out_batched = ([True] * len(ct), _select(env_batched, active.env))
+        out_batched = ([True] * len(ct), active_batched)
         return (ct, env_ct), out_batched
 
     return core(*arrays)

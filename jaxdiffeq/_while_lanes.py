@@ -21,13 +21,7 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from ._misc import lane_where
-
-
-def _lane_rows(store, rows):
-    """Row `rows[b]` of lane `b` of each array of the store `(lanes, c, size)`."""
-    lanes = jnp.arange(rows.shape[0])
-    return [s[lanes, rows] for s in store]
+from ._misc import lane_rows, lane_where, tree_zeros_like
 
 
 def _write_lane_rows(store, rows, values, mask):
@@ -38,10 +32,6 @@ def _write_lane_rows(store, rows, values, mask):
         old = s[lanes, rows]
         out.append(s.at[lanes, rows].set(jnp.where(mask[:, None], v, old)))
     return out
-
-
-def _zeros(tree):
-    return jtu.tree_map(jnp.zeros_like, tree)
 
 
 def backward_static_lanes(starts, ends, packer, n, count, store, fns, ct, env_ct):
@@ -56,7 +46,7 @@ def backward_static_lanes(starts, ends, packer, n, count, store, fns, ct, env_ct
 
     def load(store, rows):
         rows = jnp.clip(rows, 0, c - 1)
-        return jax.vmap(packer.unpack)(_lane_rows(store, rows))
+        return jax.vmap(packer.unpack)(lane_rows(store, rows))
 
     def segment_body(carry):
         j, ct, env_ct, store = carry
@@ -66,36 +56,42 @@ def backward_static_lanes(starts, ends, packer, n, count, store, fns, ct, env_ct
         # A lane that is done has an empty segment: `last < start`.
         last = jnp.where(alive, jnp.minimum(ends[jc], n) - 1, start - 1)
 
-        def advance_body(c):
-            q, state, store = c
+        def advance_body(carry):
+            q, state, store = carry
             move = q < last
             state = lane_where(move, step(state), state)
-            rows = jnp.clip(jc + q + 1 - start, 0, store[0].shape[1] - 1)
+            rows = jnp.clip(jc + q + 1 - start, 0, c - 1)
             packed = jax.vmap(packer.pack)(state)
             store = _write_lane_rows(store, rows, packed, move)
             return q + move.astype(q.dtype), state, store
 
         _, _, store = lax.while_loop(
-            lambda c: jnp.any(c[0] < last),
+            lambda carry: jnp.any(carry[0] < last),
             advance_body,
             (start, load(store, jc), store),
         )
 
-        def reverse_body(c):
-            k, ct, env_ct = c
+        def reverse_body(carry):
+            k, ct, env_ct = carry
             pull = k >= start
             state = load(store, jc + jnp.maximum(k, start) - start)
-            new_ct, env_ct_k = vjp_step(state, lane_where(pull, ct, _zeros(ct)))
+            new_ct, env_ct_k = vjp_step(
+                state, lane_where(pull, ct, tree_zeros_like(ct))
+            )
             ct = lane_where(pull, new_ct, ct)
             env_ct = jtu.tree_map(jnp.add, env_ct, env_ct_k)
             return k - pull.astype(k.dtype), ct, env_ct
 
         _, ct, env_ct = lax.while_loop(
-            lambda c: jnp.any(c[0] >= start), reverse_body, (last, ct, env_ct)
+            lambda carry: jnp.any(carry[0] >= start),
+            reverse_body,
+            (last, ct, env_ct),
         )
         return j - alive.astype(j.dtype), ct, env_ct, store
 
     _, ct, env_ct, _ = lax.while_loop(
-        lambda c: jnp.any(c[0] >= 0), segment_body, (count - 1, ct, env_ct, store)
+        lambda carry: jnp.any(carry[0] >= 0),
+        segment_body,
+        (count - 1, ct, env_ct, store),
     )
     return ct, env_ct

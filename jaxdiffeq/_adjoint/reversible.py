@@ -20,9 +20,11 @@ from .._custom_types import Args, RealScalarLike, Y
 from .._loop import State, layout, t1_row_written, value_in_step
 from .._misc import (
     instantiate_zero,
+    lane_rows,
     lane_where,
     live_vmap,
     stop_integer_tangents,
+    tree_zeros_like,
     where,
     zero_cotangent,
 )
@@ -352,16 +354,6 @@ def _reverse_core(static: _Static, lanes, theta_diff, theta_other, sum_shared):
     return core(lanes, theta_diff, theta_other)
 
 
-def _rows(tree, index):
-    """Row `index[b]` of `x[b]` for every lane `b` (leading axis) of every leaf
-    `x` of `tree`."""
-    return jtu.tree_map(lambda x: x[jnp.arange(x.shape[0]), index], tree)
-
-
-def _zeros_like(tree):
-    return jtu.tree_map(jnp.zeros_like, tree)
-
-
 def _add(a, b):
     return jtu.tree_map(jnp.add, a, b)
 
@@ -455,7 +447,7 @@ class _Backward:
 def _time_of(lanes, m):
     """The end of accepted step `m` (`t0` for `m = 0`) of every lane."""
     if lanes["times"] is not None:
-        return _rows(lanes["times"], m)
+        return lane_rows(lanes["times"], m)
     # Constant steps: `t0 + m dt0` up to the last, which ends at the end.
     start = step_time(lanes["controller_state"], m)
     return where(m >= lanes["n"], lanes["tend"], start).astype(lanes["t0"].dtype)
@@ -468,12 +460,12 @@ def _pull_final_rows(bw: _Backward, lanes, theta_ct):
     y_ct = lanes["y_ct"]
     for i, lay in enumerate(static.layouts):
         if static.t1_rows[i]:
-            ct_row = _rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
+            ct_row = lane_rows(lanes["ys_ct"][i], jnp.full_like(n, lay.offset_t1))
             if lay.steps:
                 # The row holds the final state only if the last step was not
                 # saved as a `steps` row already.
                 written = t1_row_written(lay, n)
-                ct_row = lane_where(written, ct_row, _zeros_like(ct_row))
+                ct_row = lane_where(written, ct_row, tree_zeros_like(ct_row))
             dy, dth = bw.pull_saved(
                 i, lanes["tend"], lanes["y"], ct_row, lanes["direction"]
             )
@@ -497,10 +489,10 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
     tb = where(active, time_of(m + 1), first)
     x_prev, dense, pull_step = backward_step(ta, tb, x)
     if static.every is not None:
-        stored = _rows(lanes["states"], m // static.every)
+        stored = lane_rows(lanes["states"], m // static.every)
         x_prev = lane_where(active & (m % static.every == 0), stored, x_prev)
-    y1_ct, s1_ct = lane_where(active, x_ct, _zeros_like(x_ct))
-    dense_ct = _zeros_like(dense)
+    y1_ct, s1_ct = lane_where(active, x_ct, tree_zeros_like(x_ct))
+    dense_ct = tree_zeros_like(dense)
     new_ts_ct = []
     for i, lay in enumerate(static.layouts):
         sub_ts = lanes["subs_ts"][i]
@@ -577,7 +569,7 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     `theta_diff` (summed over lanes where it is shared)."""
     bw = _Backward(static, theta_diff, theta_other, axes)
     backward_step = bw.linearised_backward_step()
-    y_ct, theta_ct = _pull_final_rows(bw, lanes, _zeros_like(theta_diff))
+    y_ct, theta_ct = _pull_final_rows(bw, lanes, tree_zeros_like(theta_diff))
     ts_ct = [
         None if ts is None else jnp.zeros(ts.shape, ts.dtype) for ts in lanes["subs_ts"]
     ]
@@ -670,8 +662,8 @@ def _pull_steps_rows(static, lanes, count, y, time_of, y_ct, theta_ct, pull_save
             continue
         due = (count >= 1) & (count % k == 0)
         row = lay.offset_steps + jnp.clip(count // k - 1, 0, max(lay.num_steps - 1, 0))
-        ct_row = _rows(lanes["ys_ct"][i], row)
-        ct_row = lane_where(due, ct_row, _zeros_like(ct_row))
+        ct_row = lane_rows(lanes["ys_ct"][i], row)
+        ct_row = lane_where(due, ct_row, tree_zeros_like(ct_row))
         dy, dth = pull_saved(i, time_of(count), y, ct_row, lanes["direction"])
         y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
     return y_ct, theta_ct
@@ -697,9 +689,9 @@ def _pull_ts_rows(
         j, (dense_ct, y1_ct, theta_ct, ts_ct) = carry
         live = j < hi
         jj = jnp.minimum(j, num_ts - 1)
-        t = _rows(sub_ts, jj)
-        ct_out = _rows(lanes["ys_ct"][i], lay.offset_ts + jj)
-        ct_out = lane_where(live, ct_out, _zeros_like(ct_out))
+        t = lane_rows(sub_ts, jj)
+        ct_out = lane_rows(lanes["ys_ct"][i], lay.offset_ts + jj)
+        ct_out = lane_where(live, ct_out, tree_zeros_like(ct_out))
         _, pull = jax.vjp(
             lambda dense, y1, t, td: out_fn(ta, tb, dense, y1, t, direction, td, to),
             dense,
@@ -708,7 +700,7 @@ def _pull_ts_rows(
             td,
         )
         d_dense, d_y1, d_t, d_theta = pull(ct_out)
-        ct_time = _rows(lanes["ts_ct"][i], lay.offset_ts + jj) * direction
+        ct_time = lane_rows(lanes["ts_ct"][i], lay.offset_ts + jj) * direction
         d_t = where(live, d_t + ct_time, 0)
         ts_ct = ts_ct.at[jnp.arange(ts_ct.shape[0]), jj].add(d_t)
         acc = (
