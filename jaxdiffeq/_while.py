@@ -55,6 +55,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from ._misc import instantiate_zero, live_vmap, stop_integer_tangents, zero_cotangent
 from ._while_lanes import backward_static_lanes
+from ._while_linear import LinearSizes, backward_static_linear, plan
 
 
 def _check_max_steps(max_steps):
@@ -588,7 +589,13 @@ def _call_body(spec: _Spec, env_def, val, env_leaves):
 
 
 def _body_of_leaves(
-    spec: _Spec, leaves, env_leaves, env_def, active: _Active, env_axes=None
+    spec: _Spec,
+    leaves,
+    env_leaves,
+    env_def,
+    active: _Active,
+    env_axes=None,
+    with_state=False,
 ):
     """The body as a function of the active inexact leaves of the carry and the
     active leaves of `env` (the others fixed at `leaves` and `env_leaves`),
@@ -596,14 +603,16 @@ def _body_of_leaves(
 
     With `env_axes` (one axis, 0 or `None`, per leaf of `env`), the leaves of the
     carry have a leading lane axis and the body runs on every lane (`vmap`);
-    the `env` leaves with axis `None` are shared by the lanes."""
+    the `env` leaves with axis `None` are shared by the lanes. With `with_state`
+    it returns the stored part of the new carry too (`jax.vjp`'s `has_aux`)."""
     split = spec.split
     carry_positions = _positions(split.is_inexact, active.carry)
     env_positions = _positions(active.env)
 
     def body(val, env_leaves):
         out = _call_body(spec, env_def, val, env_leaves)
-        return _select(_select(jtu.tree_leaves(out), split.is_inexact), active.carry)
+        outs = _select(_select(jtu.tree_leaves(out), split.is_inexact), active.carry)
+        return (outs, split.state(out)) if with_state else outs
 
     if env_axes is not None:
         body = jax.vmap(body, in_axes=(0, list(env_axes)))
@@ -825,6 +834,82 @@ def _iteration_fns(
     return step, vjp_step
 
 
+def _linear_fns(spec: _Spec, env_def, active: _Active, final_buffers, env_leaves):
+    """`(lin, env_pull)` for `_while_linear`: `lin(state) -> (next_state, pull)`
+    runs one iteration from the stored part of the carry and returns the
+    `jax.vjp` function of its active carry leaves with respect to the active
+    carry leaves alone (`env` held fixed: a function of the cotangent that
+    returns a 1-tuple); `env_pull(states, cts)` pulls a
+    block of cotangents (leading axis: iterations) back through the body at
+    a block of states to the active `env` leaves, summed over the block."""
+    split = spec.split
+    env_in = _select(env_leaves, active.env)
+
+    def carry_of(state):
+        leaves = jtu.tree_leaves(split.join(state, final_buffers))
+        carry_in = _select(_select(leaves, split.is_inexact), active.carry)
+        f = _body_of_leaves(spec, leaves, env_leaves, env_def, active, with_state=True)
+        return carry_in, f
+
+    def lin(state):
+        carry_in, f = carry_of(state)
+
+        def g(c) -> tuple[Any, Any]:
+            out = f(c, env_in)
+            assert isinstance(out, tuple)  # `with_state=True`
+            return out
+
+        _, pull, new_state = jax.vjp(g, carry_in, has_aux=True)
+        return new_state, pull
+
+    def env_pull(states, cts):
+        def block(env_in):
+            def one(state):
+                carry_in, f = carry_of(state)
+                return f(carry_in, env_in)[0]
+
+            return jax.vmap(one)(states)
+
+        _, pull = jax.vjp(block, env_in)
+        return pull(cts)[0]
+
+    return lin, env_pull
+
+
+def _linear_backward(spec: _Spec, env_def, active: _Active, arrays):
+    """The static backward pass that linearises while recomputing
+    (`_while_linear`), or `None` where it does not fit its budget."""
+    n, count, store, final_buffers, env_leaves, ct = arrays
+    env_in = _select(env_leaves, active.env)
+    if not LINEARISE or not env_in:
+        return None
+    lin, env_pull = _linear_fns(spec, env_def, active, final_buffers, env_leaves)
+    packer = spec.split.packer
+    positions = _static_positions(spec.checkpoints, spec.max_steps)
+    rows = int(np.max(np.diff(np.append(positions, spec.max_steps))))
+    sizes = LinearSizes(
+        rows=rows,
+        block=min(rows, LINEAR_BLOCK),
+        budget=sum(x.size * x.dtype.itemsize for x in env_in),
+        fixed_bytes=sum(x.size * x.dtype.itemsize for x in final_buffers),
+    )
+    p = plan(lin, [*env_leaves, *final_buffers], _load_row(store, 0), packer, sizes, ct)
+    if p is None:
+        return None
+    starts, ends = _segments(spec)
+    env_ct = [jnp.zeros_like(x) for x in env_in]
+
+    def load(j):
+        return _load_row(store, j)
+
+    fns = (lin, env_pull)
+    return backward_static_linear(p, starts, ends, n, count, load, fns, ct, env_ct)
+
+
+LINEARISE = True
+LINEAR_BLOCK = 64
+
+
 def _static_core(spec: _Spec, env_def, active: _Active, arrays):
     """The backward pass of the static schedule, batch-aware: a `custom_vmap`.
 
@@ -842,6 +927,10 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
     sum_shared = live_vmap(arrays)
 
     def unbatched(n, count, store, final_buffers, env_leaves, ct):
+        args = (n, count, store, final_buffers, env_leaves, ct)
+        out = _linear_backward(spec, env_def, active, args)
+        if out is not None:
+            return out
         fns = _iteration_fns(spec, env_def, active, final_buffers, env_leaves)
         env_ct = [jnp.zeros_like(x) for x in _select(env_leaves, active.env)]
         return _backward_static(spec, n, count, store, *fns, ct, env_ct)
@@ -850,6 +939,14 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
 
     @core.def_vmap
     def _rule(axis_size, in_batched, n, count, store, final_buffers, env_leaves, ct):
+        args = (n, count, store, final_buffers, env_leaves, ct)
+        if axis_size == 1:
+            # One lane: the unbatched pass on it (no masking at all).
+            lane = jtu.tree_map(lambda x, b: x[0] if b else x, args, tuple(in_batched))
+            out = unbatched(*lane)
+            return jtu.tree_map(lambda x: x[None], out), jtu.tree_map(
+                lambda _: True, out
+            )
         env_batched = list(in_batched[4])
         active_batched = _select(env_batched, active.env)
         shared_size = sum(
@@ -862,7 +959,6 @@ def _static_core(spec: _Spec, env_def, active: _Active, arrays):
             x.size // axis_size if b else x.size for x, b in zip(ct, in_batched[5])
         )
         if not (sum_shared and shared_size >= max(lane_size, 1)):
-            args = (n, count, store, final_buffers, env_leaves, ct)
             axes = jtu.tree_map(lambda b: 0 if b else None, tuple(in_batched))
             out = jax.vmap(unbatched, in_axes=axes)(*args)
             return out, jtu.tree_map(lambda _: True, out)
