@@ -34,6 +34,10 @@ from .._solver.reversible import Reversible
 from .._solver.runge_kutta import unfolded
 from .._term import AbstractTerm
 from .base import AbstractAdjoint, closure_convert_terms
+from .reversible_coupled import coupled_backward_step, deferral
+
+# Whether `Reversible`'s parameter cotangents may be pulled back in blocks.
+DEFER = True
 
 
 class ReversibleAdjoint(AbstractAdjoint):
@@ -369,6 +373,7 @@ class _Backward:
         self.theta_diff = theta_diff
         self.theta_other = theta_other
         self.diff_axes, self.other_axes = axes
+        self.deferral: Any = None  # a `reversible_coupled.Deferral`, if used
 
     def theta(self, td, to):
         return eqx.combine(td, to, self.static.theta_static)
@@ -384,7 +389,7 @@ class _Backward:
         information to those of the state at `ta` and of `theta_diff`."""
         solver, theta = self.solver, self.theta
         if is_directly(solver, Reversible):
-            return _coupled_backward_step(
+            return coupled_backward_step(
                 solver, self.vm, theta, self.theta_diff, self.theta_other
             )
 
@@ -481,7 +486,7 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
     cotangents of its outputs and of its end state back through it."""
     static = bw.static
     time_of = functools.partial(_time_of, lanes)
-    n, x, x_ct, theta_ct, ts_ct = carry
+    n, x, x_ct, theta_ct, ts_ct, pending = carry
     active = n > 0
     m = jnp.maximum(n - 1, 0)
     first = lanes["t0"]
@@ -516,7 +521,10 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
         )
         new_ts_ct.append(ts_ct_i)
     x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
-    theta_ct = _add(theta_ct, theta_step_ct)
+    if pending is None:
+        theta_ct = _add(theta_ct, theta_step_ct)
+    else:  # recorded, pulled back with the block (`reversible_coupled`)
+        theta_ct, pending = bw.deferral.absorb(theta_ct, pending, theta_step_ct)
     y_prev_ct, s_prev_ct = x_prev_ct
     y_prev_ct, theta_ct = _pull_steps_rows(
         static,
@@ -530,7 +538,7 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
     )
     x = lane_where(active, x_prev, x)
     x_ct = lane_where(active, (y_prev_ct, s_prev_ct), x_ct)
-    return n - active.astype(n.dtype), x, x_ct, theta_ct, new_ts_ct
+    return n - active.astype(n.dtype), x, x_ct, theta_ct, new_ts_ct, pending
 
 
 def _pull_t0_rows(bw: _Backward, lanes, y0_ct, theta_ct):
@@ -569,6 +577,12 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
     `theta_diff` (summed over lanes where it is shared)."""
     bw = _Backward(static, theta_diff, theta_other, axes)
     backward_step = bw.linearised_backward_step()
+    pending = None
+    if DEFER and is_directly(static.solver, Reversible):
+        found = deferral(static.solver, bw.vm, bw.theta, theta_diff, theta_other, lanes)
+        if found is not None:
+            backward_step, bw.deferral = found
+            pending = bw.deferral.init()
     y_ct, theta_ct = _pull_final_rows(bw, lanes, tree_zeros_like(theta_diff))
     ts_ct = [
         None if ts is None else jnp.zeros(ts.shape, ts.dtype) for ts in lanes["subs_ts"]
@@ -579,78 +593,18 @@ def _reverse(static: _Static, lanes, theta_diff, theta_other, axes):
         (y_ct, lanes["s_ct"]),
         theta_ct,
         ts_ct,
+        pending,
     )
-    _, _, x_ct, theta_ct, ts_ct = lax.while_loop(
+    _, _, x_ct, theta_ct, ts_ct, pending = lax.while_loop(
         lambda carry: jnp.any(carry[0] > 0),
         functools.partial(_backward_body, bw, lanes, backward_step),
         carry,
     )
+    if pending is not None:
+        theta_ct = bw.deferral.finish(theta_ct, pending)
     y0_ct, s0_ct = x_ct
     y0_ct, theta_ct = _pull_t0_rows(bw, lanes, y0_ct, theta_ct)
     return dict(y0=y0_ct, s0=s0_ct, ts=ts_ct), theta_ct
-
-
-def _coupled_backward_step(solver, vm, theta, theta_diff, theta_other):
-    """`linearised_backward_step` for `Reversible`, sharing work between
-    reconstruction and linearisation: undoing `z1 = z0 - B(y1)` evaluates
-    `B = Phi_{-h}(tb, .)` at `y1`, and undoing `y1 = c y0 + (1 - c) z0 + F(z0)`
-    evaluates `F = Phi_h(ta, .)` at `z0`: the very points where the forward step
-    is linearised. Two linearised steps of the wrapped solver per step, instead
-    of two plain ones to reconstruct and two linearised ones to pull back."""
-    c = solver.coupling
-
-    def back_lane(ta, tb, y, td, to):
-        terms, args = theta(td, to)
-        return solver.increment(terms, tb, ta, y, args)[0]
-
-    def forward_lane(ta, tb, z, td, to):
-        terms, args = theta(td, to)
-        increment, _, inner, _ = solver.increment(terms, ta, tb, z, args)
-        return increment, inner
-
-    def linearised_backward_step(ta, tb, x1):
-        y1, z1 = x1
-        back, pull_back = jax.vjp(
-            lambda y, td: vm(back_lane, 0, 0, 0)(ta, tb, y, td, theta_other),
-            y1,
-            theta_diff,
-        )
-        z0 = jtu.tree_map(jnp.add, z1, back)
-        (forward, inner), pull_forward = jax.vjp(
-            lambda z, td: vm(forward_lane, 0, 0, 0)(ta, tb, z, td, theta_other),
-            z0,
-            theta_diff,
-        )
-        y0 = jtu.tree_map(
-            lambda y, z, dz: ((y - (1 - c) * z - dz) / c).astype(y.dtype),
-            y1,
-            z0,
-            forward,
-        )
-        dense = dict(inner=inner, offset=jtu.tree_map(jnp.subtract, y0, z0))
-
-        def pull(x1_ct, dense_ct):
-            y1_ct, z1_ct = x1_ct
-            # z1 = z0 - B(y1)
-            back_y, back_theta = pull_back(z1_ct)
-            y1_ct = jtu.tree_map(jnp.subtract, y1_ct, back_y)
-            # y1 = c y0 + (1 - c) z0 + F(z0); the dense output's inner part is F's.
-            forward_z, forward_theta = pull_forward((y1_ct, dense_ct["inner"]))
-            offset_ct = dense_ct["offset"]  # offset = y0 - z0
-            y0_ct = jtu.tree_map(lambda a, o: c * a + o, y1_ct, offset_ct)
-            z0_ct = jtu.tree_map(
-                lambda z, a, f, o: z + (1 - c) * a + f - o,
-                z1_ct,
-                y1_ct,
-                forward_z,
-                offset_ct,
-            )
-            theta_ct = jtu.tree_map(jnp.subtract, forward_theta, back_theta)
-            return (y0_ct, z0_ct), theta_ct
-
-        return (y0, z0), dense, pull
-
-    return linearised_backward_step
 
 
 def _pull_steps_rows(static, lanes, count, y, time_of, y_ct, theta_ct, pull_saved):
