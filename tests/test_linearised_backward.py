@@ -15,7 +15,7 @@ import pytest
 import jaxdiffeq as jd
 from jaxdiffeq import _while
 
-WIDTH = 96
+WIDTH = 384
 
 
 class _Field(eqx.Module):

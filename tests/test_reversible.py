@@ -407,7 +407,7 @@ def test_block_pulled_parameter_cotangents(dtype, monkeypatch):
 
     monkeypatch.setattr(reversible, "deferral", spy)
     rng = np.random.default_rng(1)
-    width = 48
+    width = 128
     field = _Neural(
         jnp.asarray(rng.normal(size=(width, 2)), dtype),
         jnp.asarray(rng.normal(size=(width, width)) / width, dtype),

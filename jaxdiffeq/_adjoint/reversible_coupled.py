@@ -29,6 +29,8 @@ from .._misc import tree_zeros_like
 
 # Steps whose parameter cotangents are pulled back together.
 BLOCK = 32
+# Their records may take a quarter of the differentiated parameters' bytes.
+MEMORY_SHARE = 4
 
 
 def _lanes(solver, theta):
@@ -180,8 +182,8 @@ class Deferral:
 
 
 def deferral(solver, vm, theta, theta_diff, theta_other, lanes):
-    """`(backward_step, Deferral)` where a block of deferred steps takes no more
-    memory than the differentiated parameters, else `None`."""
+    """`(backward_step, Deferral)` where a block of deferred steps takes at most
+    a quarter of the differentiated parameters' memory, else `None`."""
     step = coupled_backward_step(solver, vm, theta, theta_diff, theta_other, defer=True)
     x = (lanes["y"], lanes["s"])
 
@@ -190,7 +192,7 @@ def deferral(solver, vm, theta, theta_diff, theta_other, lanes):
         return pull(tree_zeros_like(x), tree_zeros_like(dense))[1]
 
     example = jax.eval_shape(one, lanes["t0"], x)
-    if BLOCK * _nbytes(example) > _nbytes(theta_diff):
+    if BLOCK * _nbytes(example) > _nbytes(theta_diff) // MEMORY_SHARE:
         return None
     return step, Deferral(solver, vm, theta, theta_diff, theta_other, example)
 
