@@ -172,6 +172,60 @@ def test_more_outputs_in_one_step_than_one_visit_writes(adjoint):
     np.testing.assert_allclose(grad, exact, rtol=1e-5)
 
 
+# With traced times the outputs per step are unknown: visits are 32 wide, and a
+# visit that finds more due rows widens to all of them (`config.wide_ts_width`).
+CROWDED_TS = jnp.concatenate([jnp.linspace(0.05, 0.1, 3), jnp.linspace(0.9, 1.0, 200)])
+
+
+@pytest.mark.parametrize("adjoint", ["recursive", "direct", "reversible"])
+def test_traced_times_with_more_outputs_in_a_step_than_a_visit(adjoint):
+    """200 outputs in the last step with `t0`, `t1` traced: every row, forward
+    and through the gradient, alone and under `vmap` over `t1` (one lane's last
+    step holds them all, the other's holds none)."""
+
+    def solve(k, t1):
+        sol = jd.diffeqsolve(
+            jd.ODETerm(_decay),
+            jd.Tsit5(),
+            jnp.zeros_like(t1),
+            t1,
+            0.1,
+            Y0,
+            k,
+            saveat=jd.SaveAt(ts=CROWDED_TS * t1),
+            stepsize_controller=jd.ConstantStepSize(),
+            adjoint=ADJOINTS[adjoint],
+            max_steps=64,
+        )
+        assert sol.ys is not None
+        return sol.ys
+
+    def loss(k, t1):
+        return jnp.sum(solve(k, t1) ** 2)
+
+    k, t1s = jnp.asarray(0.5), jnp.asarray([1.0, 0.05])
+    ys = jax.jit(solve)(k, t1s[0])
+    np.testing.assert_allclose(ys, _exact(CROWDED_TS), rtol=1e-6)
+    grad = jax.jit(jax.grad(loss))(k, t1s[0])
+    ts = CROWDED_TS
+    exact = jnp.sum(-2 * ts * jnp.sum(Y0**2) * jnp.exp(-2 * k * ts))
+    np.testing.assert_allclose(grad, exact, rtol=1e-5)
+    lanes = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(k, t1s)
+    ts = CROWDED_TS * t1s[1]
+    exact_1 = jnp.sum(-2 * ts * jnp.sum(Y0**2) * jnp.exp(-2 * k * ts))
+    np.testing.assert_allclose(lanes, jnp.stack([exact, exact_1]), rtol=1e-5)
+
+
+def test_wide_visit_only_where_the_outputs_per_step_are_unknown():
+    from jaxdiffeq._loop.config import wide_ts_width
+
+    assert wide_ts_width(1000, 2, None, 32) == 1000
+    assert wide_ts_width(10**5, 2, None, 512) == 1024  # the cap
+    assert wide_ts_width(10**5, 5, None, 512) == 819  # the state-size budget
+    assert wide_ts_width(1000, 2, 64, 64) == 0  # known: the width fits
+    assert wide_ts_width(20, 2, None, 20) == 0  # a visit already takes them all
+
+
 def test_crowded_outputs_of_a_large_state_one_at_a_time():
     """A state too large for several outputs per visit (written one at a time)
     saves the same rows as a small one."""

@@ -3,10 +3,11 @@ the dense-output buffers and the reversible adjoint's record."""
 
 import equinox as eqx
 import jax
+import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from .._misc import where
+from .._misc import any_lane, where
 from .config import Env, Settings
 from .state import (
     LastStep,
@@ -55,19 +56,10 @@ def _due_rows(sub, lay: Layout, ts_index, width: int, last: LastStep):
     return j, t, due
 
 
-def _save_due_ts(env: Env, sub, lay, width, s, ts_index, interpolation, last, y1):
-    """Write the `SaveAt.ts` outputs that lie in the last step, up to `width` of
-    them (all at once: one evaluation of the interpolant at `width` times, one
-    scatter of the due rows). A step with more is visited again by the loop
-    before stepping resumes."""
-    if sub.ts is None:
-        return s, ts_index
-    if width == 1:
-        pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
-        t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
-        y_t = value_in_step(interpolation, last.tnext, y1, t)
-        s = write_row(env, sub, s, lay.offset_ts + ts_index, t, y_t, pred)
-        return s, ts_index + pred.astype(ts_index.dtype)
+def _write_due_ts(env: Env, sub, lay, width, s, ts_index, interpolation, last, y1):
+    """Write up to `width` of the `SaveAt.ts` outputs that lie in the last step,
+    all at once: one evaluation of the interpolant at `width` times, one
+    scatter of the due rows."""
     j, t, due = _due_rows(sub, lay, ts_index, width, last)
 
     def output(t):
@@ -85,6 +77,35 @@ def _save_due_ts(env: Env, sub, lay, width, s, ts_index, interpolation, last, y1
     return SaveState(ts=ts, ys=ys), ts_index + count
 
 
+def _save_due_ts(env: Env, sub, lay, widths, s, ts_index, interpolation, last, y1):
+    """Write the `SaveAt.ts` outputs that lie in the last step, up to `width` of
+    them, or up to `wide` where more are due (see `config.wide_ts_width`). A
+    step with more still is visited again by the loop before stepping
+    resumes."""
+    width, wide = widths
+    if sub.ts is None:
+        return s, ts_index
+    if width == 1 and not wide:
+        pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
+        t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
+        y_t = value_in_step(interpolation, last.tnext, y1, t)
+        s = write_row(env, sub, s, lay.offset_ts + ts_index, t, y_t, pred)
+        return s, ts_index + pred.astype(ts_index.dtype)
+    args = (env, sub, lay)
+    rest = (s, ts_index, interpolation, last, y1)
+    if not wide:
+        return _write_due_ts(*args, width, *rest)
+    # Unbatched under `vmap` (one lane with many due rows widens every lane's
+    # visit), so that the `cond` stays a branch rather than a select of both.
+    more = any_lane(last.write & ts_pending(sub, lay, ts_index + width, last.tnext))
+    return lax.cond(
+        more,
+        lambda r: _write_due_ts(*args, wide, *r),
+        lambda r: _write_due_ts(*args, width, *r),
+        rest,
+    )
+
+
 def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
     """Each `SubSaveAt`'s due `ts` row and `steps` row."""
     step = state.step
@@ -99,10 +120,17 @@ def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
         interpolation = None
     save_states = []
     ts_indices = []
-    for sub, lay, width, s, index in zip(
-        env.subs, cfg.layouts, cfg.ts_widths, state.save_states, step.ts_indices
+    wides = cfg.ts_wide_widths or (0,) * len(cfg.ts_widths)
+    for sub, lay, widths, s, index in zip(
+        env.subs,
+        cfg.layouts,
+        zip(cfg.ts_widths, wides),
+        state.save_states,
+        step.ts_indices,
     ):
-        s, index = _save_due_ts(env, sub, lay, width, s, index, interpolation, last, y1)
+        s, index = _save_due_ts(
+            env, sub, lay, widths, s, index, interpolation, last, y1
+        )
         if sub.steps:
             count = step.num_accepted_steps
             pred = fresh & (count % sub.steps == 0)
