@@ -8,6 +8,7 @@ batch (`any_lane`), so it is unbatched, and the body masks its own updates with
 simplifies the selects away).
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -170,6 +171,13 @@ def lane_rows(tree, index):
 
 def tree_zeros_like(tree):
     return jtu.tree_map(jnp.zeros_like, tree)
+
+
+def tree_nbytes(tree) -> int:
+    """The bytes of the leaves of `tree` (arrays or `jax.ShapeDtypeStruct`s)."""
+    return sum(
+        math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jtu.tree_leaves(tree)
+    )
 
 
 def live_vmap(tree) -> bool:

@@ -53,7 +53,13 @@ import numpy as np
 from jax import custom_batching
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from ._misc import instantiate_zero, live_vmap, stop_integer_tangents, zero_cotangent
+from ._misc import (
+    instantiate_zero,
+    live_vmap,
+    stop_integer_tangents,
+    tree_nbytes,
+    zero_cotangent,
+)
 from ._while_lanes import backward_static_lanes
 from ._while_linear import LinearSizes, backward_static_linear, plan
 
@@ -890,8 +896,8 @@ def _linear_backward(spec: _Spec, env_def, active: _Active, arrays):
     sizes = LinearSizes(
         rows=rows,
         block=min(rows, LINEAR_BLOCK),
-        budget=sum(x.size * x.dtype.itemsize for x in env_in) // MEMORY_SHARE,
-        fixed_bytes=sum(x.size * x.dtype.itemsize for x in final_buffers),
+        budget=tree_nbytes(env_in) // MEMORY_SHARE,
+        fixed_bytes=tree_nbytes(final_buffers),
     )
     p = plan(lin, [*env_leaves, *final_buffers], _load_row(store, 0), packer, sizes, ct)
     if p is None:

@@ -35,7 +35,6 @@ steps), the plain pass measured as fast: the small matrix products are not
 bandwidth-bound.
 """
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -44,16 +43,14 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from ._misc import lane_where, tree_nbytes
+
 
 class LinearSizes(NamedTuple):
     rows: int  # the longest segment
     block: int  # iterations per block of the `env` pass
     budget: int  # bytes: a share of those of the differentiated `env` leaves
     fixed_bytes: int  # bytes of the output buffers, copied per block row
-
-
-def _nbytes(avals) -> int:
-    return sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in avals)
 
 
 class Plan:
@@ -90,7 +87,7 @@ def plan(lin, fixed: Sequence[Any], packed, packer, sizes: LinearSizes, ct):
         return [r for r, f in zip(leaves, found["fixed"]) if f is None]
 
     avals = jax.eval_shape(stored, packed)
-    per_row = _nbytes(avals) + _nbytes(packed) + _nbytes(ct)
+    per_row = tree_nbytes(avals) + tree_nbytes(packed) + tree_nbytes(ct)
     need = sizes.rows * per_row + sizes.block * sizes.fixed_bytes
     if need > sizes.budget:
         return None
@@ -148,7 +145,7 @@ def backward_static_linear(p: Plan, starts, ends, n, count, load, fns, ct, env_c
             valid = q < length
             q = jnp.minimum(q, length - 1)
             state = jax.vmap(p.packer.unpack)([s[q] for s in states])
-            cot = [jnp.where(_column(valid, c), c[q], 0) for c in cts]
+            cot = [lane_where(valid, c[q], jnp.zeros_like(c[q])) for c in cts]
             return jtu.tree_map(jnp.add, env_ct, env_pull(state, cot))
 
         blocks = (length + block - 1) // block
@@ -159,8 +156,3 @@ def backward_static_linear(p: Plan, starts, ends, n, count, load, fns, ct, env_c
         lambda c: c[0] >= 0, segment_body, (count - 1, ct, env_ct, bufs)
     )
     return ct, env_ct
-
-
-def _column(valid, like):
-    """`valid` (one flag per row) shaped to broadcast against `like[q]`."""
-    return valid.reshape(valid.shape + (1,) * (jnp.ndim(like) - 1))

@@ -18,14 +18,12 @@ them back to the parameters together (for a dense layer, one matrix product
 contracting over the steps).
 """
 
-import math
-
 import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from .._misc import tree_zeros_like
+from .._misc import lane_where, tree_nbytes, tree_zeros_like
 
 # Steps whose parameter cotangents are pulled back together.
 BLOCK = 32
@@ -60,21 +58,17 @@ def coupled_backward_step(solver, vm, theta, theta_diff, theta_other, defer=Fals
     def forward(ta, tb, z, td):
         return vm(forward_lane, 0, 0, 0)(ta, tb, z, td, theta_other)
 
+    def linearise(fn, ta, tb, x):
+        """`jax.vjp` of `fn` at `x`: with respect to `x` alone if `defer`."""
+        if defer:
+            return jax.vjp(lambda x: fn(ta, tb, x, theta_diff), x)
+        return jax.vjp(lambda *a: fn(ta, tb, *a), x, theta_diff)
+
     def linearised_backward_step(ta, tb, x1):
         y1, z1 = x1
-        if defer:
-            b, pull_back = jax.vjp(lambda y: back(ta, tb, y, theta_diff), y1)
-        else:
-            b, pull_back = jax.vjp(lambda *a: back(ta, tb, *a), y1, theta_diff)
+        b, pull_back = linearise(back, ta, tb, y1)
         z0 = jtu.tree_map(jnp.add, z1, b)
-        if defer:
-            (f, inner), pull_forward = jax.vjp(
-                lambda z: forward(ta, tb, z, theta_diff), z0
-            )
-        else:
-            (f, inner), pull_forward = jax.vjp(
-                lambda *a: forward(ta, tb, *a), z0, theta_diff
-            )
+        (f, inner), pull_forward = linearise(forward, ta, tb, z0)
         y0 = jtu.tree_map(
             lambda y, z, dz: ((y - (1 - c) * z - dz) / c).astype(y.dtype), y1, z0, f
         )
@@ -106,13 +100,6 @@ def coupled_backward_step(solver, vm, theta, theta_diff, theta_other, defer=Fals
         return (y0, z0), dense, pull
 
     return linearised_backward_step
-
-
-def _nbytes(tree) -> int:
-    return sum(
-        math.prod(jnp.shape(x)) * jnp.dtype(x.dtype).itemsize
-        for x in jtu.tree_leaves(tree)
-    )
 
 
 class Deferral:
@@ -163,10 +150,7 @@ class Deferral:
         index = jnp.where(valid, rows_index, 0)
         d = jtu.tree_unflatten(self.treedef, [r[index] for r in rows])
         ta, tb, y1, z0 = d["points"]
-        cts = jtu.tree_map(
-            lambda x: jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0),
-            d["cts"],
-        )
+        cts = lane_where(valid, d["cts"], tree_zeros_like(d["cts"]))
         vm, to = self.vm, self.theta_other
         back = vm(self.back_lane, 0, 0, 0)
         forward = vm(self.forward_lane, 0, 0, 0)
@@ -192,7 +176,7 @@ def deferral(solver, vm, theta, theta_diff, theta_other, lanes):
         return pull(tree_zeros_like(x), tree_zeros_like(dense))[1]
 
     example = jax.eval_shape(one, lanes["t0"], x)
-    if BLOCK * _nbytes(example) > _nbytes(theta_diff) // MEMORY_SHARE:
+    if BLOCK * tree_nbytes(example) > tree_nbytes(theta_diff) // MEMORY_SHARE:
         return None
     return step, Deferral(solver, vm, theta, theta_diff, theta_other, example)
 

@@ -49,7 +49,7 @@ class Settings:
     ts_widths: tuple[int, ...]  # per SubSaveAt: most `ts` rows written per visit
     # per SubSaveAt: the width of a visit that finds more due rows than
     # `ts_widths` (0: none; see `wide_ts_width`)
-    ts_wide_widths: tuple[int, ...] = ()
+    ts_wide_widths: tuple[int, ...]
     # Carry leaves this large are updated by a `cond` (`select.tree_where`); set
     # for the body of a reverse-mode loop (`drive._reverse_mode`).
     cond_size: int | None = None

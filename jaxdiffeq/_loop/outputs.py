@@ -120,11 +120,10 @@ def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
         interpolation = None
     save_states = []
     ts_indices = []
-    wides = cfg.ts_wide_widths or (0,) * len(cfg.ts_widths)
     for sub, lay, widths, s, index in zip(
         env.subs,
         cfg.layouts,
-        zip(cfg.ts_widths, wides),
+        zip(cfg.ts_widths, cfg.ts_wide_widths),
         state.save_states,
         step.ts_indices,
     ):
