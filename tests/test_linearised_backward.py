@@ -4,7 +4,10 @@ linearised while it is recomputed and the parameters' cotangent is pulled back
 a block of iterations at a time. Its gradients must equal the plain backward
 pass's, with constant and adaptive steps (segments cut short), saved outputs,
 under `vmap` with one lane, in float32 and float64; and it must be taken where
-it applies and not elsewhere."""
+it applies and not elsewhere. Without differentiated parameters (a gradient
+with respect to a large `y0`), the same, and equal to forward mode."""
+
+import functools
 
 import equinox as eqx
 import jax
@@ -178,3 +181,87 @@ def test_not_taken_where_the_parameters_are_small(taken, monkeypatch):
 
     jax.jit(jax.grad(loss))(jnp.ones(3), jnp.ones(3))
     assert not taken
+
+
+# Without differentiated parameters (a gradient with respect to `y0` alone) the
+# pass keeps no states or cotangents; a linear vector field on a large state
+# (past `_rows.LARGE`: own checkpoint rows, small rows read as values) stores
+# almost no residuals, so it is taken.
+M = 3 * 4096
+
+
+def _heat(t, y, k):
+    inner = y[2:] - 2 * y[1:-1] + y[:-2]
+    return k * jnp.concatenate([y[1:2] - y[:1], inner, y[-2:-1] - y[-1:]])
+
+
+def _heat_loss(y0, solver, controller, field=_heat, adjoint=None):
+    sol = jd.diffeqsolve(
+        jd.ODETerm(field),
+        solver,
+        jnp.asarray(0.0, y0.dtype),
+        jnp.asarray(0.3, y0.dtype),
+        jnp.asarray(0.01, y0.dtype),
+        y0,
+        jnp.asarray(20.0, y0.dtype),
+        saveat=jd.SaveAt(ts=jnp.asarray([0.0, 0.1, 0.2, 0.3], y0.dtype)),
+        stepsize_controller=controller,
+        adjoint=jd.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
+        max_steps=64,
+    )
+    return jnp.sum(jnp.sin(sol.ys))
+
+
+@pytest.mark.parametrize(
+    "dtype, solver",
+    [
+        (jnp.float64, jd.Euler()),
+        (jnp.float64, jd.Heun()),
+        pytest.param(jnp.float32, jd.Euler(), marks=_SLOW),
+    ],
+)
+def test_without_parameters_same_gradient_as_the_plain_pass(
+    dtype, solver, taken, monkeypatch
+):
+    x = jnp.linspace(0.0, 3.0, M, dtype=dtype)
+    y0 = jnp.sin(x) + jnp.asarray(0.3, dtype) * jnp.cos(40 * x)
+    grad = jax.grad(lambda y: _heat_loss(y, solver, jd.ConstantStepSize()))
+    new = _grads(grad, y0, linearise=True, monkeypatch=monkeypatch)
+    assert taken, "the linearising pass was not used"
+    old = _grads(grad, y0, linearise=False, monkeypatch=monkeypatch)
+    _close(new, old, dtype)
+    # And it is the derivative: forward mode along a random direction.
+    direction = jnp.asarray(np.random.default_rng(1).normal(size=M), dtype)
+    forward = jd.ForwardMode()
+    _, expected = jax.jvp(
+        lambda y: _heat_loss(y, solver, jd.ConstantStepSize(), adjoint=forward),
+        (y0,),
+        (direction,),
+    )
+    rtol = 1e-4 if dtype == jnp.float32 else 1e-10
+    np.testing.assert_allclose(jnp.vdot(new, direction), expected, rtol=rtol)
+
+
+def test_without_parameters_adaptive_and_nonlinear(taken, monkeypatch):
+    """Adaptive steps (segments cut short) through the pass; a nonlinear field,
+    whose stages' derivatives are residuals too (state-sized, per stage), takes
+    more than a quarter of the checkpoint store, and the plain pass runs."""
+    x = jnp.linspace(0.0, 3.0, M)
+    y0 = jnp.sin(x) + 0.3 * jnp.cos(40 * x)
+    controller = jd.PIDController(rtol=1e-4, atol=1e-4)
+
+    def nonlinear(t, y, k):
+        return _heat(t, y, k) + y - y**3
+
+    for field, expect_taken in [(_heat, True), (nonlinear, False)]:
+        taken.clear()
+
+        def loss(y, adjoint=None, field=field):
+            return _heat_loss(y, jd.Heun(), controller, field, adjoint)
+
+        grad = _grads(jax.grad(loss), y0, linearise=True, monkeypatch=monkeypatch)
+        assert bool(taken) == expect_taken, field
+        direction = jnp.asarray(np.random.default_rng(2).normal(size=M))
+        forward = functools.partial(loss, adjoint=jd.ForwardMode())
+        _, expected = jax.jvp(forward, (y0,), (direction,))
+        np.testing.assert_allclose(jnp.vdot(grad, direction), expected, rtol=1e-9)

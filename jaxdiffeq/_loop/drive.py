@@ -106,6 +106,17 @@ def _reverse_mode(cfg: Settings) -> Settings:
     return dataclasses.replace(cfg, cond_size=COND_SIZE, fold_stages=False)
 
 
+def _replay(cfg: Settings) -> Settings:
+    """The settings of the flat body where the checkpointed loop runs it
+    without differentiating it (its forward pass and the recomputation of
+    segments): the reverse-mode stage layout, so that the values are those of
+    the differentiated body, but a `select` for every carry leaf, which fuses
+    into the step where a `lax.cond` copies the chosen leaf (the choice is the
+    same; heat equation gradient, Euler, 10^5 points: 0.80 -> 0.74 of Diffrax's
+    time)."""
+    return dataclasses.replace(cfg, cond_size=None, fold_stages=False)
+
+
 def _flat_buffers(carry):
     state = carry[0]
     parts = (state.save_states, state.dense_ts, state.dense_infos, state.record)
@@ -117,11 +128,13 @@ def _flat_form(cfg: Settings):
     each iteration attempts a step, then writes its due outputs (so the last
     step's outputs need no iteration of their own)."""
     body_cfg = _reverse_mode(cfg)
+    replay_cfg = _replay(cfg)
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
         lambda carry, env: step_then_write(body_cfg, env, carry),
         functools.partial(_nested, cfg),
         _flat_buffers,
+        lambda carry, env: step_then_write(replay_cfg, env, carry),
     )
 
 
@@ -130,11 +143,13 @@ def _state_form(cfg: Settings):
     for solves that write nothing inside the loop (the last step's record is
     never read, so the checkpoints are smaller)."""
     body_cfg = _reverse_mode(cfg)
+    replay_cfg = _replay(cfg)
     return (
         lambda state, env: any_lane(unfinished(cfg, env, state.step)),
         lambda state, env: step_only(body_cfg, env, (state, None))[0],
         lambda state, env: _nested(cfg, (state, no_write(env)), env)[0],
         lambda state: tuple(part for part in (state.save_states,) if part),
+        lambda state, env: step_only(replay_cfg, env, (state, None))[0],
     )
 
 
@@ -154,10 +169,10 @@ def run_loop(
         return _nested(cfg, carry, env)[0]
     writes_in_loop = cfg.needs_dense_info or cfg.writes_every_step
     if writes_in_loop:
-        cond, body, primal, buffers = _flat_form(cfg)
+        cond, body, primal, buffers, replay = _flat_form(cfg)
         init = carry
     else:
-        cond, body, primal, buffers = _state_form(cfg)
+        cond, body, primal, buffers, replay = _state_form(cfg)
         init = carry[0]
     if kind == "bounded":
         bound = max_iterations(cfg)
@@ -180,5 +195,6 @@ def run_loop(
             checkpoints=checkpoints,
             buffers=buffers,
             primal=primal,
+            replay=replay,
         )
     return final[0] if writes_in_loop else final
