@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.lax as lax
+import jax.numpy as jnp
 
 # A row (or a consumer) of at least this many elements is large.
 LARGE = 4096
@@ -34,6 +35,18 @@ def read_row(buffers: Sequence[jax.Array], row, materialise: bool) -> list[jax.A
     )
     large_rows = iter(_read([b for b, g in zip(buffers, large) if g], row))
     return [next(large_rows) if g else next(small_rows) for g in large]
+
+
+def as_values(tree, key):
+    """`tree` (small arrays) passed through a `lax.cond` on `key >= 0`, which
+    must hold (a row index, a count of steps): its leaves then reach the
+    kernels that consume them as computed values, not as scalar chains fused
+    into every element (see the module documentation). XLA removes a
+    conditional whose predicate it can prove, so `key` must not be built to be
+    nonnegative (`max(n - 1, 0)` was folded away; `n` is not)."""
+    key = jnp.min(key) if jnp.ndim(key) else key
+    zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
+    return lax.cond(key >= 0, lambda t: t, zeros, tree)
 
 
 def _row_size(buffer: jax.Array) -> int:
