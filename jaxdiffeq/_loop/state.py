@@ -4,6 +4,7 @@ buffers of each `SubSaveAt` with their row layout, and masked in-place writes.""
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -27,11 +28,35 @@ def masked_write(buffer, index, value, pred):
 def scatter_rows(buffer, rows, values):
     """`buffer[rows] = values` for sorted, distinct `rows`; rows past the end of
     the buffer are dropped (how `values` not to be written are masked, again
-    without reading the buffer)."""
+    without reading the buffer).
+
+    The rows written must be constants until then (the `inf` rows of an output
+    buffer, each written once): their tangent is zero, so the tangent of the
+    result is the buffer's plus the values' scattered in (`_scatter_rows_jvp`),
+    whose transpose passes the buffer's cotangent through unchanged. The
+    transpose of a `set` would also zero the rows' cotangent, a scatter into
+    the whole buffer that XLA copied twice per backward step (Lorenz gradient,
+    10^5 saved times: 1.14 -> 0.34 of Diffrax's time)."""
     values = jnp.asarray(values).astype(buffer.dtype)
+    return _scatter_rows(buffer, rows, values)
+
+
+@jax.custom_jvp
+def _scatter_rows(buffer, rows, values):
     return buffer.at[rows].set(
         values, mode="drop", indices_are_sorted=True, unique_indices=True
     )
+
+
+@_scatter_rows.defjvp
+def _scatter_rows_jvp(primals, tangents):
+    buffer, rows, values = primals
+    buffer_dot, _, values_dot = tangents
+    out = _scatter_rows(buffer, rows, values)
+    out_dot = buffer_dot.at[rows].add(
+        values_dot, mode="drop", indices_are_sorted=True, unique_indices=True
+    )
+    return out, out_dot
 
 
 def with_spill_row(tree):
