@@ -295,3 +295,36 @@ def test_known_times_choose_the_width_from_outputs_per_dt0_step():
     finally:
         config.ts_width = original
     assert widths == [64, 1]
+
+
+def test_scatter_rows_derivatives_equal_a_plain_set():
+    """`state.scatter_rows` (custom JVP: the rows written are constants until
+    then) has the derivatives of `buffer.at[rows].set(values)` where the
+    buffer's written rows do not depend on the input, forward and reverse;
+    rows past the end are dropped."""
+    from jaxdiffeq._loop.state import scatter_rows
+
+    rows = jnp.asarray([1, 3, 7])  # 7 is past the end: dropped
+
+    def buffer_of(x):
+        # Rows 0, 2, 4 depend on x; rows 1 and 3 (to be written) are constants.
+        b = jnp.full((5, 2), jnp.inf)
+        return b.at[jnp.asarray([0, 2, 4])].set(jnp.stack([x, 2 * x, x**2]))
+
+    def ours(x, v):
+        b = scatter_rows(buffer_of(x), rows, v)
+        return jnp.where(jnp.isfinite(b), b, 0)
+
+    def plain(x, v):
+        b = buffer_of(x).at[rows].set(v, mode="drop")
+        return jnp.where(jnp.isfinite(b), b, 0)
+
+    x = jnp.asarray([0.3, -1.2])
+    v = jnp.asarray([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    dx, dv = jnp.asarray([0.7, 0.1]), jnp.ones((3, 2))
+    np.testing.assert_allclose(
+        jax.jvp(ours, (x, v), (dx, dv))[1], jax.jvp(plain, (x, v), (dx, dv))[1]
+    )
+    ct = jnp.arange(10.0).reshape(5, 2)
+    for a, b in zip(jax.vjp(ours, x, v)[1](ct), jax.vjp(plain, x, v)[1](ct)):
+        np.testing.assert_allclose(a, b)
