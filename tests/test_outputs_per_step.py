@@ -4,7 +4,10 @@ with `subs`, `fn`, `steps` and dense output; under `vmap` with lanes whose steps
 differ; and gradients through them with every adjoint. Checked against the
 exact solution of y' = -k y (and, under `vmap`, against unbatched solves)."""
 
+import functools
+
 import jax
+import jax.lax as lax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -328,3 +331,52 @@ def test_scatter_rows_derivatives_equal_a_plain_set():
     ct = jnp.arange(10.0).reshape(5, 2)
     for a, b in zip(jax.vjp(ours, x, v)[1](ct), jax.vjp(plain, x, v)[1](ct)):
         np.testing.assert_allclose(a, b)
+
+
+def test_masked_write_derivatives_equal_a_plain_set():
+    """`state.masked_write` (custom JVP, as `scatter_rows`) has the derivatives
+    of a plain row set where the row written is a constant until then, in
+    forward and reverse mode, alone and in a loop that writes one row per
+    iteration; a masked-off write goes to the spill row."""
+    from jaxdiffeq._loop.state import masked_write
+
+    def buffer_of(x):
+        # Rows 0 and 2 depend on x; rows 1 and 3 (to be written) are constants.
+        b = jnp.full((4, 2), jnp.inf)
+        return b.at[jnp.asarray([0, 2])].set(jnp.stack([x, x**2]))
+
+    def finite(b):
+        return jnp.where(jnp.isfinite(b), b, 0)
+
+    def ours(x, v, pred):
+        return finite(masked_write(buffer_of(x), 1, v, pred))
+
+    def plain(x, v, pred):
+        return finite(buffer_of(x).at[jnp.where(pred, 1, 3)].set(v))
+
+    x, v = jnp.asarray([0.3, -1.2]), jnp.asarray([2.0, 5.0])
+    dx, dv = jnp.asarray([0.7, 0.1]), jnp.asarray([1.0, -3.0])
+    ct = jnp.arange(8.0).reshape(4, 2)
+    for pred in (jnp.asarray(True), jnp.asarray(False)):
+        f = functools.partial(ours, pred=pred)
+        g = functools.partial(plain, pred=pred)
+        a, b = jax.jvp(f, (x, v), (dx, dv)), jax.jvp(g, (x, v), (dx, dv))
+        np.testing.assert_allclose(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1])
+        ga, gb = jax.vjp(f, x, v)[1](ct), jax.vjp(g, x, v)[1](ct)
+        for p, q in zip(ga, gb):
+            np.testing.assert_allclose(p, q)
+
+    def filled(x):
+        # Each iteration writes its own row: the rows are constants until then.
+        def body(i, b):
+            return masked_write(b, i, x * (i + 1).astype(x.dtype), i < 2)
+
+        return lax.fori_loop(0, 3, body, jnp.zeros((4, 2)))[:3]
+
+    expected = jnp.stack([x, 2 * x, jnp.zeros(2)])
+    np.testing.assert_allclose(filled(x), expected)
+    tangent = jax.jvp(filled, (x,), (dx,))[1]
+    np.testing.assert_allclose(tangent, jnp.stack([dx, 2 * dx, jnp.zeros(2)]))
+    grad = jax.grad(lambda x: jnp.sum(filled(x) * ct[:3]))(x)
+    np.testing.assert_allclose(grad, ct[0] + 2 * ct[1])

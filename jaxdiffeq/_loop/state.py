@@ -19,10 +19,38 @@ def masked_write(buffer, index, value, pred):
     """`buffer[index] = value` where `pred`; elsewhere the value goes to the
     buffer's last row, a spill row that `run` drops at the end. One in-place
     `dynamic_update_slice` that never reads the buffer (no gather and select of
-    the old row, forward or transposed)."""
+    the old row, forward or transposed).
+
+    As for `scatter_rows`, each row but the spill row is written at most once
+    and holds a constant until then, so the tangent adds the value's tangent
+    into the row (`_write_row_jvp`) instead of overwriting it, and the
+    transpose passes the buffer's cotangent through. The spill row's tangent
+    then sums those of the values masked into it; the row is dropped. The
+    transpose of the overwrite zeroed the row's cotangent, which XLA did by
+    copying the whole buffer at every backward step: the Lorenz gradient
+    through dense output cost 1.4x Diffrax's time at `max_steps=1000` and 7.6x
+    at 16,384, through `SaveAt(steps=True)` 0.48x and 2.3x."""
     index = where(pred, index, buffer.shape[0] - 1)
     value = jnp.asarray(value).astype(buffer.dtype)
+    return _write_row(buffer, value, index)
+
+
+@jax.custom_jvp
+def _write_row(buffer, value, index):
     return lax.dynamic_update_index_in_dim(buffer, value, index, 0)
+
+
+@_write_row.defjvp
+def _write_row_jvp(primals, tangents):
+    buffer, value, index = primals
+    buffer_dot, value_dot, _ = tangents
+    out = _write_row(buffer, value, index)
+    # A scatter-add: in place in forward mode, and its transpose with respect
+    # to the buffer is the identity.
+    out_dot = buffer_dot.at[index].add(
+        value_dot, indices_are_sorted=True, unique_indices=True
+    )
+    return out, out_dot
 
 
 def scatter_rows(buffer, rows, values):
