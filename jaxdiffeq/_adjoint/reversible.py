@@ -32,7 +32,7 @@ from .._rows import LARGE, as_values
 from .._saveat import SaveAt, SubSaveAt
 from .._solver.base import AbstractReversibleSolver, AbstractSolver, is_directly
 from .._solver.reversible import Reversible
-from .._solver.runge_kutta import unfolded
+from .._solver.runge_kutta import reverse_only, unfolded
 from .._term import AbstractTerm
 from .base import AbstractAdjoint, closure_convert_terms
 from .reversible_coupled import coupled_backward_step, deferral
@@ -226,7 +226,7 @@ class ReversibleAdjoint(AbstractAdjoint):
                 is_leaf=lambda x: isinstance(x, SymbolicZero),
             )
             (perturbed,) = perturbed_cell
-            with unfolded():  # the steps that are linearised here
+            with unfolded(), reverse_only():  # the steps linearised here
                 return (
                     _cotangents(
                         values, perturbed, static, final, record, ct_final, every

@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 
 from .._misc import all_finite, lane_mask, where
 from .._results import RESULTS
-from .._solver.runge_kutta import may_fold, unfolded
+from .._solver.runge_kutta import may_fold, reverse_only, unfolded
 from .config import Env, Settings
 from .outputs import any_ts_pending
 from .select import tree_where
@@ -22,11 +22,13 @@ from .state import LastStep, StepState
 # cache, which saves tracing the step (and the vector field) again at compile
 # time. Callers cast arguments to fixed dtypes so that uses have equal avals.
 # `fold` (static) is whether the step may use the folded stage layout (not in
-# reverse-mode loop bodies, see `runge_kutta.unfolded`).
+# reverse-mode loop bodies, see `runge_kutta.unfolded`), `rev_only` whether it
+# is differentiated in reverse mode alone (`runge_kutta.reverse_only`).
 @eqx.filter_jit
-def _solver_step(solver, terms, args, tprev, tnext, y, state, jump, fold: bool):
+def _solver_step(solver, terms, args, tprev, tnext, y, state, jump, fold, rev_only):
     with contextlib.nullcontext() if fold else unfolded():
-        return solver.step(terms, tprev, tnext, y, args, state, jump)
+        with reverse_only() if rev_only else contextlib.nullcontext():
+            return solver.step(terms, tprev, tnext, y, args, state, jump)
 
 
 def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
@@ -45,6 +47,7 @@ def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
         state,
         jump,
         fold,
+        cfg.reverse_only and may_fold(env.terms, y),
     )
 
 

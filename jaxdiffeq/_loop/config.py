@@ -56,6 +56,9 @@ class Settings:
     # Whether Runge–Kutta steps may fold `y0` into the stage buffer (off in the
     # body of a reverse-mode loop, see `runge_kutta.unfolded`).
     fold_stages: bool = True
+    # Whether the steps are differentiated in reverse mode alone (the body of
+    # the checkpointed loop, see `runge_kutta.reverse_only`).
+    reverse_only: bool = False
 
     @property
     def record(self) -> bool:

@@ -123,11 +123,10 @@ def _flat_buffers(carry):
     return tuple(part for part in parts if part is not None)
 
 
-def _flat_form(cfg: Settings):
+def _flat_form(cfg: Settings, body_cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over `(State, LastStep)`:
     each iteration attempts a step, then writes its due outputs (so the last
     step's outputs need no iteration of their own)."""
-    body_cfg = _reverse_mode(cfg)
     replay_cfg = _replay(cfg)
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
@@ -138,11 +137,10 @@ def _flat_form(cfg: Settings):
     )
 
 
-def _state_form(cfg: Settings):
+def _state_form(cfg: Settings, body_cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over the `State` alone,
     for solves that write nothing inside the loop (the last step's record is
     never read, so the checkpoints are smaller)."""
-    body_cfg = _reverse_mode(cfg)
     replay_cfg = _replay(cfg)
     return (
         lambda state, env: any_lane(unfinished(cfg, env, state.step)),
@@ -168,11 +166,14 @@ def run_loop(
     if kind == "lax":
         return _nested(cfg, carry, env)[0]
     writes_in_loop = cfg.needs_dense_info or cfg.writes_every_step
+    body_cfg = _reverse_mode(cfg)
+    if kind == "checkpointed":  # differentiated in reverse mode alone
+        body_cfg = dataclasses.replace(body_cfg, reverse_only=True)
     if writes_in_loop:
-        cond, body, primal, buffers, replay = _flat_form(cfg)
+        cond, body, primal, buffers, replay = _flat_form(cfg, body_cfg)
         init = carry
     else:
-        cond, body, primal, buffers, replay = _state_form(cfg)
+        cond, body, primal, buffers, replay = _state_form(cfg, body_cfg)
         init = carry[0]
     if kind == "bounded":
         bound = max_iterations(cfg)
