@@ -23,7 +23,7 @@ def masked_write(buffer, index, value, pred):
 
     As for `scatter_rows`, each row but the spill row is written at most once
     and holds a constant until then, so the tangent adds the value's tangent
-    into the row (`_write_row_jvp`) instead of overwriting it, and the
+    into the row (`_written_once`) instead of overwriting it, and the
     transpose passes the buffer's cotangent through. The spill row's tangent
     then sums those of the values masked into it; the row is dropped. The
     transpose of the overwrite zeroed the row's cotangent, which XLA did by
@@ -32,25 +32,33 @@ def masked_write(buffer, index, value, pred):
     at 16,384, through `SaveAt(steps=True)` 0.48x and 2.3x."""
     index = where(pred, index, buffer.shape[0] - 1)
     value = jnp.asarray(value).astype(buffer.dtype)
-    return _write_row(buffer, value, index)
+    return _write_row(buffer, index, value)
 
 
-@jax.custom_jvp
-def _write_row(buffer, value, index):
-    return lax.dynamic_update_index_in_dim(buffer, value, index, 0)
+def _written_once(primal):
+    """`primal(buffer, rows, values)`, a write of rows that hold constants until
+    then, with the JVP of `masked_write` and `scatter_rows`: the values'
+    tangents are added into the buffer's (in place in forward mode; the
+    transpose passes the buffer's cotangent through)."""
+    write = jax.custom_jvp(primal)
+
+    @write.defjvp
+    def _jvp(primals, tangents):
+        buffer, rows, values = primals
+        buffer_dot, _, values_dot = tangents
+        out_dot = buffer_dot.at[rows].add(
+            values_dot, mode="drop", indices_are_sorted=True, unique_indices=True
+        )
+        return write(buffer, rows, values), out_dot
+
+    return write
 
 
-@_write_row.defjvp
-def _write_row_jvp(primals, tangents):
-    buffer, value, index = primals
-    buffer_dot, value_dot, _ = tangents
-    out = _write_row(buffer, value, index)
-    # A scatter-add: in place in forward mode, and its transpose with respect
-    # to the buffer is the identity.
-    out_dot = buffer_dot.at[index].add(
-        value_dot, indices_are_sorted=True, unique_indices=True
+_write_row = _written_once(
+    lambda buffer, index, value: lax.dynamic_update_index_in_dim(
+        buffer, value, index, 0
     )
-    return out, out_dot
+)
 
 
 def scatter_rows(buffer, rows, values):
@@ -60,7 +68,7 @@ def scatter_rows(buffer, rows, values):
 
     The rows written must be constants until then (the `inf` rows of an output
     buffer, each written once): their tangent is zero, so the tangent of the
-    result is the buffer's plus the values' scattered in (`_scatter_rows_jvp`),
+    result is the buffer's plus the values' scattered in (`_written_once`),
     whose transpose passes the buffer's cotangent through unchanged. The
     transpose of a `set` would also zero the rows' cotangent, a scatter into
     the whole buffer that XLA copied twice per backward step (Lorenz gradient,
@@ -69,22 +77,11 @@ def scatter_rows(buffer, rows, values):
     return _scatter_rows(buffer, rows, values)
 
 
-@jax.custom_jvp
-def _scatter_rows(buffer, rows, values):
-    return buffer.at[rows].set(
+_scatter_rows = _written_once(
+    lambda buffer, rows, values: buffer.at[rows].set(
         values, mode="drop", indices_are_sorted=True, unique_indices=True
     )
-
-
-@_scatter_rows.defjvp
-def _scatter_rows_jvp(primals, tangents):
-    buffer, rows, values = primals
-    buffer_dot, _, values_dot = tangents
-    out = _scatter_rows(buffer, rows, values)
-    out_dot = buffer_dot.at[rows].add(
-        values_dot, mode="drop", indices_are_sorted=True, unique_indices=True
-    )
-    return out, out_dot
+)
 
 
 def with_spill_row(tree):

@@ -201,9 +201,7 @@ def _reverse_stage_input(terms, y, buf, a_row, control):
     expression of `_stage_input`, so its values are the same."""
 
     shape, dtype = buf.shape, buf.dtype
-
-    def prod(comb, control):
-        return terms.prod(comb, control)
+    prod = terms.prod
 
     @jax.custom_vjp
     def stage_input(y, buf, a_row, control):
