@@ -61,6 +61,22 @@ def _lane_mask_rule(axis_size, in_batched, pred):
     return lane_mask(pred), False
 
 
+@custom_batching.custom_vmap
+def in_vmap(x):
+    """`False` outside `vmap`; `True` under a `vmap` that batches `x` (an
+    unbatched scalar either way, a constant once `vmap` has been applied, so a
+    `lax.cond` on it keeps one branch)."""
+    del x
+    return jnp.asarray(False)
+
+
+@in_vmap.def_vmap
+def _in_vmap_rule(axis_size, in_batched, x):
+    del axis_size
+    (batched,) = in_batched
+    return (jnp.asarray(True) if batched else in_vmap(x)), False
+
+
 # Arrays of at most this many elements are summed by `sum_elements` as adds.
 _SUM_AS_ADDS_SIZE = 8
 

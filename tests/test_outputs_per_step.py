@@ -74,6 +74,47 @@ def test_ts_patterns_with_subs_fn_steps_and_dense(name):
     np.testing.assert_allclose(dense, ys_ts, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", list(TS_CASES))
+def test_forward_row_by_row_writes_equal_the_vectorised_writes(name):
+    """Undifferentiated, the nested loop writes a small state's outputs one row
+    at a time in a `lax.while_loop` (`outputs._loop_due_ts`); `DirectAdjoint`'s
+    bounded loop writes them with the vectorised writes. Same rows, adaptive
+    steps and `fn` included, alone and under `vmap` (where the nested loop
+    takes the vectorised writes too)."""
+    ts = jnp.asarray(TS_CASES[name])
+    saveat = jd.SaveAt(
+        subs=[
+            jd.SubSaveAt(ts=ts),
+            jd.SubSaveAt(ts=ts[::2], fn=lambda t, y, k: jnp.sum(y**2)),
+        ]
+    )
+
+    def solve(k, adjoint):
+        return jd.diffeqsolve(
+            jd.ODETerm(_decay),
+            jd.Tsit5(),
+            0.0,
+            1.0,
+            0.1,
+            Y0,
+            k,
+            saveat=saveat,
+            stepsize_controller=jd.PIDController(rtol=1e-4, atol=1e-6),
+            adjoint=adjoint,
+        ).ys
+
+    ks = jnp.array([0.5, 3.0, 20.0])
+    for k in (ks[0], ks):
+        run = solve if k.ndim == 0 else jax.vmap(solve, in_axes=(0, None))
+        row_by_row = run(k, jd.RecursiveCheckpointAdjoint())
+        vectorised = run(k, jd.DirectAdjoint())
+        for a, b in zip(row_by_row, vectorised):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    exact = Y0[None, :] * jnp.exp(-0.5 * ts)[:, None]
+    row_by_row = solve(ks[0], jd.RecursiveCheckpointAdjoint())
+    np.testing.assert_allclose(row_by_row[0], exact, rtol=1e-4)
+
+
 def test_vmap_lanes_with_different_outputs_per_step():
     """Lanes with different rates take different adaptive steps, so each step
     holds a different number of outputs per lane; the batched outputs equal
