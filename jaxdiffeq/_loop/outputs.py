@@ -79,6 +79,15 @@ def _write_due_ts(env: Env, sub, lay, width, s, ts_index, interpolation, last, y
     return SaveState(ts=ts, ys=ys), ts_index + count
 
 
+def _write_next_row(env: Env, sub, lay, s, ts_index, interpolation, last, y1):
+    """Write the next `SaveAt.ts` row if it lies in the last step."""
+    pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
+    t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
+    y_t = value_in_step(interpolation, last.tnext, y1, t)
+    s = write_row(env, sub, s, lay.offset_ts + ts_index, t, y_t, pred)
+    return s, ts_index + pred.astype(ts_index.dtype)
+
+
 def _loop_due_ts(env: Env, sub, lay, s, ts_index, interpolation, last, y1):
     """Write the `SaveAt.ts` outputs that lie in the last step one row at a
     time, in a `lax.while_loop` over the due rows (the forward loop's writes
@@ -86,18 +95,15 @@ def _loop_due_ts(env: Env, sub, lay, s, ts_index, interpolation, last, y1):
     reduced across lanes, so that under `vmap` the loop does not select its
     whole carry, output buffers included, at every iteration."""
 
-    def pending(index):
-        return last.write & ts_pending(sub, lay, index, last.tnext)
+    def cond(carry):
+        _, index = carry
+        return any_lane(last.write & ts_pending(sub, lay, index, last.tnext))
 
     def body(carry):
         s, index = carry
-        pred = pending(index)
-        t = sub.ts[jnp.minimum(index, lay.num_ts - 1)]
-        y_t = value_in_step(interpolation, last.tnext, y1, t)
-        s = write_row(env, sub, s, lay.offset_ts + index, t, y_t, pred)
-        return s, index + pred.astype(index.dtype)
+        return _write_next_row(env, sub, lay, s, index, interpolation, last, y1)
 
-    return lax.while_loop(lambda c: any_lane(pending(c[1])), body, (s, ts_index))
+    return lax.while_loop(cond, body, (s, ts_index))
 
 
 def _save_due_ts(
@@ -110,13 +116,18 @@ def _save_due_ts(
     width, wide = widths
     if sub.ts is None:
         return s, ts_index
+    rest = (s, ts_index, interpolation, last, y1)
+    if cfg.ts_loop and width == 1 and not wide:
+        # About one output per step or fewer: the loop under `vmap` too, where
+        # it costs about what a revisit of the step would.
+        return _loop_due_ts(env, sub, lay, *rest)
     if cfg.ts_loop:
         # Under `vmap` the loop runs as long as the lane with the most due rows
         # (each iteration scattering into every lane's buffer): there the
         # vectorised writes below are faster (Lorenz, 16 lanes, 10,000 saved
-        # times: 21 ms against 8.1 ms).
+        # times: 21 ms against 8.1 ms). The branch not taken is dropped when
+        # XLA compiles the solve (`in_vmap` is then a constant).
         plain = dataclasses.replace(cfg, ts_loop=False)
-        rest = (s, ts_index, interpolation, last, y1)
         return lax.cond(
             in_vmap(last.write),
             lambda r: _save_due_ts(plain, env, sub, lay, widths, *r),
@@ -124,13 +135,8 @@ def _save_due_ts(
             rest,
         )
     if width == 1 and not wide:
-        pred = last.write & ts_pending(sub, lay, ts_index, last.tnext)
-        t = sub.ts[jnp.minimum(ts_index, lay.num_ts - 1)]
-        y_t = value_in_step(interpolation, last.tnext, y1, t)
-        s = write_row(env, sub, s, lay.offset_ts + ts_index, t, y_t, pred)
-        return s, ts_index + pred.astype(ts_index.dtype)
+        return _write_next_row(env, sub, lay, *rest)
     args = (env, sub, lay)
-    rest = (s, ts_index, interpolation, last, y1)
     if not wide:
         return _write_due_ts(*args, width, *rest)
     # Unbatched under `vmap` (one lane with many due rows widens every lane's
