@@ -307,6 +307,14 @@ def test_output_width_follows_the_outputs_per_step_and_the_state_size():
     assert [width_class(d) for d in (0.1, 1.0, 2.5, 10.0, 1e4)] == [1, 4, 16, 64, 1024]
 
 
+def test_row_by_row_writes_for_small_states_and_few_outputs_per_step():
+    from jaxdiffeq._loop.config import loop_writes
+
+    assert loop_writes(3, 1024)  # a few elements: at any width
+    assert loop_writes(32, 16) and not loop_writes(32, 64)
+    assert not loop_writes(33, 1)  # larger states: the vectorised writes
+
+
 def test_known_times_choose_the_width_from_outputs_per_dt0_step():
     """100 outputs on [0, 1] with dt0 = 0.1 (about 10 per step) are written 64 at
     a time; the same outputs with dt0 = 0.001 one at a time; both are right."""

@@ -50,10 +50,10 @@ class Settings:
     # per SubSaveAt: the width of a visit that finds more due rows than
     # `ts_widths` (0: none; see `wide_ts_width`)
     ts_wide_widths: tuple[int, ...]
-    # Whether the nested (forward) loop writes the `ts` outputs of a step one
-    # row at a time in a `lax.while_loop` (see `_TS_LOOP_STATE_SIZE`); off in
-    # the differentiated loops (`drive._reverse_mode`), which need the widths.
-    ts_loop: bool = False
+    # Per SubSaveAt: whether the nested (forward) loop writes the `ts` outputs of
+    # a step one row at a time in a `lax.while_loop` (see `loop_writes`); empty
+    # in the differentiated loops (`drive._reverse_mode`), which need the widths.
+    ts_loops: tuple[bool, ...] = ()
     # Carry leaves this large are updated by a `cond` (`select.tree_where`); set
     # for the body of a reverse-mode loop (`drive._reverse_mode`).
     cond_size: int | None = None
@@ -109,15 +109,29 @@ _ASSUMED_STEPS = 256
 _TS_WIDTH_UNKNOWN = 32
 
 
-# The forward loop writes a step's `SaveAt(ts)` outputs in a `lax.while_loop`,
-# one row per iteration, for states of at most this many elements, outside
-# `vmap` (see `outputs._loop_due_ts`). XLA's CPU backend compiles a while loop
-# that touches few bytes per iteration into one kernel, so all the outputs of a
-# step cost about one kernel, where a visit of the vectorised writes costs
-# about thirteen: Lorenz forward with 1,000 saved times went from 0.87x
-# Diffrax's time to 0.57x (10,000 times: 0.76x to 0.53x). A larger state's
-# loop is not compiled so, and each row would cost a visit's kernels.
-_TS_LOOP_STATE_SIZE = 8
+# The forward loop may write a step's `SaveAt(ts)` outputs in a `lax.while_loop`,
+# one row per iteration (`outputs._loop_due_ts`). XLA's CPU backend compiles a
+# while loop that touches few bytes per iteration into one kernel, so all the
+# outputs of a step cost about one kernel, where a visit of the vectorised writes
+# costs about thirteen: Lorenz forward with 1,000 saved times went from 0.87x
+# Diffrax's time to 0.57x (10,000 times: 0.76x to 0.53x). For states of a few
+# elements that holds at any number of outputs per step. Up to 32 elements it
+# wins where a step holds a few outputs (100 or 1,000 saved times, 136 steps:
+# 0.60x -> 0.52x and 0.54x -> 0.45x at 8 elements, 0.53x -> 0.51x and 0.63x ->
+# 0.47x at 32), but where it holds dozens the vectorised writes are faster
+# (10,000 times: 1.8 ms against 2.3 ms at 8 elements, 4.6 ms against 6.9 ms at
+# 32), so it is kept to widths of at most 16 there. Larger states keep the
+# vectorised writes.
+_TS_LOOP_ANY_WIDTH_STATE_SIZE = 4
+_TS_LOOP_STATE_SIZE = 32
+_TS_LOOP_MAX_WIDTH = 16
+
+
+def loop_writes(state_size: int, width: int) -> bool:
+    """Whether the forward loop writes a `SubSaveAt`'s `ts` rows one at a time."""
+    if state_size <= _TS_LOOP_ANY_WIDTH_STATE_SIZE:
+        return True
+    return state_size <= _TS_LOOP_STATE_SIZE and width <= _TS_LOOP_MAX_WIDTH
 
 
 def width_class(ts_density: float | None) -> int | None:
@@ -194,7 +208,7 @@ def settings(
         progress_meter=progress_meter,
         any_ts=any(sub.ts is not None for sub in subs),
         ts_widths=widths,
-        ts_loop=state_size <= _TS_LOOP_STATE_SIZE,
+        ts_loops=tuple(loop_writes(state_size, w) for w in widths),
         ts_wide_widths=tuple(
             0
             if sub.ts is None

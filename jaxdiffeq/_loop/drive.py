@@ -104,7 +104,7 @@ def _reverse_mode(cfg: Settings) -> Settings:
     without the folded stage layout (`runge_kutta.unfolded`). The primal form
     (the nested loop, run when nothing is differentiated) keeps `cfg`."""
     return dataclasses.replace(
-        cfg, cond_size=COND_SIZE, fold_stages=False, ts_loop=False
+        cfg, cond_size=COND_SIZE, fold_stages=False, ts_loops=()
     )
 
 
@@ -116,7 +116,7 @@ def _replay(cfg: Settings) -> Settings:
     into the step where a `lax.cond` copies the chosen leaf (the choice is the
     same; heat equation gradient, Euler, 10^5 points: 0.80 -> 0.74 of Diffrax's
     time)."""
-    return dataclasses.replace(cfg, cond_size=None, fold_stages=False, ts_loop=False)
+    return dataclasses.replace(cfg, cond_size=None, fold_stages=False, ts_loops=())
 
 
 def _flat_buffers(carry):

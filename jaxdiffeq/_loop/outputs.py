@@ -1,8 +1,6 @@
 """The output writes: the rows of each `SubSaveAt` (`t0`, `ts`, `steps`, `t1`),
 the dense-output buffers and the reversible adjoint's record."""
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.lax as lax
@@ -91,7 +89,7 @@ def _write_next_row(env: Env, sub, lay, s, ts_index, interpolation, last, y1):
 def _loop_due_ts(env: Env, sub, lay, s, ts_index, interpolation, last, y1):
     """Write the `SaveAt.ts` outputs that lie in the last step one row at a
     time, in a `lax.while_loop` over the due rows (the forward loop's writes
-    for small states, see `config._TS_LOOP_STATE_SIZE`). Its condition is
+    for small states, see `config.loop_writes`). Its condition is
     reduced across lanes, so that under `vmap` the loop does not select its
     whole carry, output buffers included, at every iteration."""
 
@@ -107,30 +105,30 @@ def _loop_due_ts(env: Env, sub, lay, s, ts_index, interpolation, last, y1):
 
 
 def _save_due_ts(
-    cfg: Settings, env: Env, sub, lay, widths, s, ts_index, interpolation, last, y1
+    loop: bool, env: Env, sub, lay, widths, s, ts_index, interpolation, last, y1
 ):
-    """Write the `SaveAt.ts` outputs that lie in the last step, up to `width` of
-    them, or up to `wide` where more are due (see `config.wide_ts_width`). A
-    step with more still is visited again by the loop before stepping
-    resumes."""
+    """Write the `SaveAt.ts` outputs that lie in the last step: all of them
+    where `loop` (row by row, see `config.loop_writes`; outside `vmap` where
+    the width exceeds 1), else up to `width` of them, or up to `wide` where
+    more are due (see `config.wide_ts_width`). A step with more still is
+    visited again by the loop before stepping resumes."""
     width, wide = widths
     if sub.ts is None:
         return s, ts_index
     rest = (s, ts_index, interpolation, last, y1)
-    if cfg.ts_loop and width == 1 and not wide:
+    if loop and width == 1 and not wide:
         # About one output per step or fewer: the loop under `vmap` too, where
         # it costs about what a revisit of the step would.
         return _loop_due_ts(env, sub, lay, *rest)
-    if cfg.ts_loop:
+    if loop:
         # Under `vmap` the loop runs as long as the lane with the most due rows
         # (each iteration scattering into every lane's buffer): there the
         # vectorised writes below are faster (Lorenz, 16 lanes, 10,000 saved
         # times: 21 ms against 8.1 ms). The branch not taken is dropped when
         # XLA compiles the solve (`in_vmap` is then a constant).
-        plain = dataclasses.replace(cfg, ts_loop=False)
         return lax.cond(
             in_vmap(last.write),
-            lambda r: _save_due_ts(plain, env, sub, lay, widths, *r),
+            lambda r: _save_due_ts(False, env, sub, lay, widths, *r),
             lambda r: _loop_due_ts(env, sub, lay, *r),
             rest,
         )
@@ -164,15 +162,17 @@ def _write_saveat(cfg: Settings, env: Env, state: State, last: LastStep):
         interpolation = None
     save_states = []
     ts_indices = []
-    for sub, lay, widths, s, index in zip(
+    loops = cfg.ts_loops or (False,) * len(env.subs)
+    for sub, lay, widths, loop, s, index in zip(
         env.subs,
         cfg.layouts,
         zip(cfg.ts_widths, cfg.ts_wide_widths),
+        loops,
         state.save_states,
         step.ts_indices,
     ):
         s, index = _save_due_ts(
-            cfg, env, sub, lay, widths, s, index, interpolation, last, y1
+            loop, env, sub, lay, widths, s, index, interpolation, last, y1
         )
         if sub.steps:
             count = step.num_accepted_steps
