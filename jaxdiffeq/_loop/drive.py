@@ -103,9 +103,7 @@ def _reverse_mode(cfg: Settings) -> Settings:
     large carry leaves updated by a `cond` (`select.tree_where`), and steps
     without the folded stage layout (`runge_kutta.unfolded`). The primal form
     (the nested loop, run when nothing is differentiated) keeps `cfg`."""
-    return dataclasses.replace(
-        cfg, cond_size=COND_SIZE, fold_stages=False, ts_loops=()
-    )
+    return dataclasses.replace(cfg, cond_size=COND_SIZE, fold_stages=False, ts_loops=())
 
 
 def _replay(cfg: Settings) -> Settings:
