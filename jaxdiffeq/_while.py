@@ -60,9 +60,9 @@ from ._misc import (
     tree_nbytes,
     zero_cotangent,
 )
-from ._rows import LARGE, read_row
 from ._while_lanes import backward_static_lanes
 from ._while_linear import LinearSizes, backward_static_linear, plan
+from ._while_store import Book, empty_book, load, load_row, place, split_carry
 
 
 def _check_max_steps(max_steps):
@@ -264,201 +264,6 @@ def _bounded_loop(cond_fun, body_fun, init_val, max_steps: int):
 # ------------------------------------------------------------------ checkpointed
 
 
-class _Book(eqx.Module):
-    """Where the checkpoints are. Entries `[0, count)` of `position`, `level` and
-    `slot` describe the stored checkpoints in increasing position; `slot` is a
-    permutation of the storage rows whose tail `[count, c)` lists the free rows."""
-
-    position: jax.Array
-    level: jax.Array
-    slot: jax.Array
-    count: jax.Array
-
-
-def _empty_book(c: int) -> _Book:
-    zeros = jnp.zeros(c, jnp.int32)
-    return _Book(
-        zeros, zeros, jnp.arange(c, dtype=jnp.int32), jnp.asarray(0, jnp.int32)
-    )
-
-
-def _append(book: _Book, position, base, allowed):
-    """A free row exists: store at it, level 0. O(1) work."""
-    del base
-    at = book.count
-    new_book = _Book(
-        position=book.position.at[at].set(position),
-        level=book.level.at[at].set(0),
-        slot=book.slot,
-        count=book.count + 1,
-    )
-    book = jax.tree_util.tree_map(
-        lambda new, old: jnp.where(allowed, new, old), new_book, book
-    )
-    return book, new_book.slot[at], allowed
-
-
-def _replace(book: _Book, position, base, allowed):
-    """Every row is used: free a dispensable checkpoint (one followed later by a
-    checkpoint of a higher level), the latest one if several; if there is none,
-    replace the latest checkpoint and raise the level. Entries at sorted index
-    <= `base` are kept. O(checkpoints) work."""
-    c = book.position.shape[0]
-    index = jnp.arange(c, dtype=jnp.int32)
-    level = book.level
-    # later[r] = the highest level among entries after r.
-    later = lax.cummax(level[::-1])[::-1]
-    later = jnp.concatenate([later[1:], jnp.full((1,), -1, later.dtype)])
-    dispensable = (index > base) & (level < later)
-    has_dispensable = jnp.any(dispensable)
-    last = c - 1
-    replace_last = ~has_dispensable & (last > base)
-    remove = jnp.where(
-        has_dispensable, jnp.max(jnp.where(dispensable, index, -1)), last
-    )
-    store_it = allowed & (has_dispensable | replace_last)
-    new_level = jnp.where(replace_last, level[last] + 1, 0)
-    # Take entry `remove` out of the sorted prefix: shift the later ones down and
-    # put its row last, where the new entry goes.
-    source = jnp.where(
-        index < remove, index, jnp.where(index < last, index + 1, remove)
-    )
-    source = jnp.where(store_it, source, index)
-    slot = book.slot[source]
-    new_book = _Book(
-        position=book.position[source].at[last].set(position),
-        level=book.level[source].at[last].set(new_level),
-        slot=slot,
-        count=book.count,
-    )
-    book = jax.tree_util.tree_map(
-        lambda new, old: jnp.where(store_it, new, old), new_book, book
-    )
-    return book, slot[last], store_it
-
-
-def _place(book: _Book, store, position, state, base, allowed):
-    """Store `state`, reached at iteration `position` (larger than every stored
-    position), by the dynamic rule; entries at sorted index <= `base` are kept.
-    Returns the new book and store. While rows are free this is O(1) work (a
-    `lax.cond`: the book is the same in every lane of a `vmap`)."""
-    c = book.position.shape[0]
-    book, row, store_it = lax.cond(
-        book.count < c, _append, _replace, book, position, base, allowed
-    )
-
-    def write(buffer, x):
-        old = lax.dynamic_index_in_dim(buffer, row, 0, keepdims=False)
-        return lax.dynamic_update_index_in_dim(
-            buffer, jnp.where(store_it, x, old), row, 0
-        )
-
-    return book, jtu.tree_map(write, store, state)
-
-
-def _load_row(store, row):
-    """Checkpoint `row`: where it holds a large leaf, its small rows (times,
-    step sizes, counters) are read as values (`_rows.read_row`)."""
-    large = any(s.size >= LARGE * max(s.shape[0], 1) for s in store)
-    return read_row(store, row, materialise=large)
-
-
-def _load(book: _Book, store, index):
-    return _load_row(store, book.slot[index])
-
-
-class _Packer(eqx.Module):
-    """Packs a list of arrays into one flat vector per dtype, and back. A
-    checkpoint is then a few rows (one per dtype) rather than one row per leaf:
-    each store or load is a few kernels, not one per scalar of the carry. A
-    large leaf (`_rows.LARGE` elements or more, say a discretised PDE's state)
-    has a row of its own: packed with the scalars, its row would be written
-    by a concatenation and read by slices, and the kernels reading it would
-    also read the scalars from the same row (heat equation gradient, Euler,
-    10^5 points: 0.99 -> 0.76 of Diffrax's time, with `_load_row`)."""
-
-    layout: tuple[tuple[Any, tuple[tuple[int, tuple[int, ...]], ...]], ...] = eqx.field(
-        static=True
-    )
-    count: int = eqx.field(static=True)
-
-    @staticmethod
-    def of(leaves) -> "_Packer":
-        groups: dict[Any, list[tuple[int, tuple[int, ...]]]] = {}
-        for i, x in enumerate(leaves):
-            key = (jnp.dtype(x.dtype), i if x.size >= LARGE else -1)
-            groups.setdefault(key, []).append((i, tuple(x.shape)))
-        layout = tuple((key[0], tuple(members)) for key, members in groups.items())
-        return _Packer(layout, len(leaves))
-
-    def sizes(self) -> list[tuple[Any, int]]:
-        return [
-            (dtype, sum(math.prod(shape) for _, shape in members))
-            for dtype, members in self.layout
-        ]
-
-    def pack(self, leaves) -> list[jax.Array]:
-        rows = []
-        for _, members in self.layout:
-            parts = [jnp.ravel(leaves[i]) for i, _ in members]
-            rows.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
-        return rows
-
-    def unpack(self, rows) -> list[jax.Array]:
-        leaves: list[Any] = [None] * self.count
-        for row, (_, members) in zip(rows, self.layout):
-            offset = 0
-            for i, shape in members:
-                size = math.prod(shape)
-                leaves[i] = row[offset : offset + size].reshape(shape)
-                offset += size
-        return leaves
-
-
-class _Split(eqx.Module):
-    """How the leaves of the carry divide: buffers or not; differentiable or not."""
-
-    treedef: Any = eqx.field(static=True)
-    is_buffer: tuple[bool, ...] = eqx.field(static=True)
-    is_inexact: tuple[bool, ...] = eqx.field(static=True)
-    packer: _Packer
-
-    def stored(self, val) -> list[jax.Array]:
-        """What a checkpoint holds: the non-buffer leaves, packed."""
-        return self.packer.pack(self.state(val))
-
-    def state(self, val):
-        """The leaves stored in checkpoints (everything but the buffers)."""
-        leaves = jtu.tree_leaves(val)
-        return [x for x, b in zip(leaves, self.is_buffer) if not b]
-
-    def buffers(self, val):
-        leaves = jtu.tree_leaves(val)
-        return [x for x, b in zip(leaves, self.is_buffer) if b]
-
-    def join(self, state, buffers):
-        state, buffers = iter(state), iter(buffers)
-        leaves = [next(buffers) if b else next(state) for b in self.is_buffer]
-        return jtu.tree_unflatten(self.treedef, leaves)
-
-
-def _split(init_val, buffers) -> _Split:
-    leaves, treedef = jtu.tree_flatten(init_val)
-    leaves = [jnp.asarray(x) for x in leaves]
-    if buffers is None:
-        is_buffer = (False,) * len(leaves)
-    else:
-        marks = jtu.tree_unflatten(treedef, [False] * len(leaves))
-        chosen = buffers(marks)
-        marks = eqx.tree_at(
-            buffers, marks, replace=jtu.tree_map(lambda _: True, chosen)
-        )
-        is_buffer = tuple(bool(m) for m in jtu.tree_leaves(marks))
-    is_inexact = tuple(bool(jnp.issubdtype(x.dtype, jnp.inexact)) for x in leaves)
-    state = [x for x, b in zip(leaves, is_buffer) if not b]
-    return _Split(treedef, is_buffer, is_inexact, _Packer.of(state))
-
-
 class _Spec:
     """The static part of a checkpointed loop: functions, sizes, and the non-array
     part of `env`."""
@@ -509,7 +314,7 @@ def checkpointed_loop(
     if checkpoints is None and max_steps is not None:
         checkpoints = default_checkpoints(max_steps)
     init_val = jtu.tree_map(jnp.asarray, init_val)
-    split = _split(init_val, buffers)
+    split = split_carry(init_val, buffers)
     env_arrays, env_static = eqx.partition(env, eqx.is_array)
     spec = _Spec(
         cond_fun, body_fun, max_steps, checkpoints, split, primal, env_static, replay
@@ -779,7 +584,7 @@ def _forward_static(spec: _Spec, init_val, env, store):
     n, final, count, store = lax.while_loop(
         outer_cond, outer_body, (zero, init_val, zero, store)
     )
-    book = _Book(
+    book = Book(
         position=positions,
         level=jnp.zeros(c, jnp.int32),
         slot=jnp.arange(c, dtype=jnp.int32),
@@ -799,12 +604,12 @@ def _forward_dynamic(spec: _Spec, init_val, env, store):
 
     def body(carry):
         i, val, book, store = carry
-        book, store = _place(
+        book, store = place(
             book, store, i, spec.split.stored(val), 0, jnp.asarray(True)
         )
         return i + 1, spec.replay_fun(val, env), book, store
 
-    carry = (jnp.asarray(0, jnp.int32), init_val, _empty_book(c), store)
+    carry = (jnp.asarray(0, jnp.int32), init_val, empty_book(c), store)
     return lax.while_loop(cond, body, carry)
 
 
@@ -929,14 +734,14 @@ def _linear_backward(spec: _Spec, env_def, active: _Active, arrays):
         fixed_bytes=tree_nbytes(final_buffers),
     )
     fixed = [*env_leaves, *final_buffers]
-    p = plan(lin, fixed, _load_row(store, 0), packer, sizes, ct, with_env=bool(env_in))
+    p = plan(lin, fixed, load_row(store, 0), packer, sizes, ct, with_env=bool(env_in))
     if p is None:
         return None
     starts, ends = _segments(spec)
     env_ct = [jnp.zeros_like(x) for x in env_in]
 
     def load(j):
-        return _load_row(store, j)
+        return load_row(store, j)
 
     fns = (lin, env_pull)
     return backward_static_linear(p, starts, ends, n, count, load, fns, ct, env_ct)
@@ -1033,7 +838,7 @@ def _backward_static(spec: _Spec, n, count, store, step, vjp_step, ct, env_ct):
     starts, ends = _segments(spec)
 
     def load(store, row):
-        return packer.unpack(_load_row(store, row))
+        return packer.unpack(load_row(store, row))
 
     def segment_body(carry):
         j, ct, env_ct, store = carry
@@ -1083,7 +888,7 @@ def _backward_dynamic(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
         reversed was dropped when its iteration was reversed): its sorted index,
         its iteration, and its state."""
         base = jnp.maximum(book.count - 1, 0)
-        return base, book.position[base], packer.unpack(_load(book, store, base))
+        return base, book.position[base], packer.unpack(load(book, store, base))
 
     def outer_body(carry):
         k, ct, env_ct, book, store, (base, start, state) = carry
@@ -1094,7 +899,7 @@ def _backward_dynamic(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
         def advance_body(c):
             q, state, book, store = c
             packed = packer.pack(state)
-            book, store = _place(book, store, q, packed, base, q > start)
+            book, store = place(book, store, q, packed, base, q > start)
             return q + 1, step(state), book, store
 
         _, state, book, store = lax.while_loop(
