@@ -62,7 +62,14 @@ from ._misc import (
 )
 from ._while_lanes import backward_static_lanes
 from ._while_linear import LinearSizes, backward_static_linear, plan
-from ._while_store import Book, empty_book, load, load_row, place, split_carry
+from ._while_store import (
+    Book,
+    empty_book,
+    load_checkpoint,
+    load_row,
+    place,
+    split_carry,
+)
 
 
 def _check_max_steps(max_steps):
@@ -888,7 +895,11 @@ def _backward_dynamic(spec: _Spec, n, book, store, step, vjp_step, ct, env_ct):
         reversed was dropped when its iteration was reversed): its sorted index,
         its iteration, and its state."""
         base = jnp.maximum(book.count - 1, 0)
-        return base, book.position[base], packer.unpack(load(book, store, base))
+        return (
+            base,
+            book.position[base],
+            packer.unpack(load_checkpoint(book, store, base)),
+        )
 
     def outer_body(carry):
         k, ct, env_ct, book, store, (base, start, state) = carry

@@ -112,7 +112,7 @@ def load_row(store, row):
     return read_row(store, row, materialise=large)
 
 
-def load(book: Book, store, index):
+def load_checkpoint(book: Book, store, index):
     return load_row(store, book.slot[index])
 
 
