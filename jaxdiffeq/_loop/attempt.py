@@ -26,7 +26,7 @@ from .state import LastStep, StepState
 # is differentiated in reverse mode alone (`runge_kutta.reverse_only`).
 @eqx.filter_jit
 def _solver_step(solver, terms, args, tprev, tnext, y, state, jump, fold, rev_only):
-    with contextlib.nullcontext() if fold else unfolded():
+    with contextlib.nullcontext() if fold else unfolded(deferred=True):
         with reverse_only() if rev_only else contextlib.nullcontext():
             return solver.step(terms, tprev, tnext, y, args, state, jump)
 
