@@ -171,7 +171,7 @@ def unfolded(deferred: bool = False):
     field inside the single-threaded in-place write of its buffer row, in the
     forward pass, the recomputation and the linearised pass alike. Measured
     (1-D heat equation gradient, 100 Tsit5 steps, checkpointed, ours / Diffrax):
-    10^3 points 0.77 -> 0.63, 10^4 1.11 -> 0.86, 10^5 0.99 -> 0.81. Not for
+    10^3 points 0.77 -> 0.62, 10^4 1.11 -> 0.79-0.86, 10^5 0.99 -> 0.81. Not for
     `ReversibleAdjoint`'s backward pass, where it measured slower (10^4 points
     2.1 -> 2.6)."""
     folding = _FOLDING.set(False)
