@@ -1,5 +1,5 @@
 """The backward pass of the checkpointed loop (static schedule) over a batch of
-lanes at once, for the batching rule of `_while._checkpointed_bwd`.
+lanes at once, for the batching rule of `_while_backward.checkpointed_bwd`.
 
 Under `grad(vmap(...))` JAX would batch the backward pass lane by lane: every
 vector-Jacobian product would then give each lane its own cotangent of the
@@ -35,7 +35,7 @@ def _write_lane_rows(store, rows, values, mask):
 
 
 def backward_static_lanes(starts, ends, packer, n, count, store, fns, ct, env_ct):
-    """The backward pass of `_while._backward_static` with a leading lane axis on
+    """The backward pass of `_while_backward._backward_static` with a leading lane axis on
     `n`, `count`, the store and the cotangents `ct`. `fns = (step, vjp_step)`
     act on all lanes at once: `step(state)` advances every lane one iteration;
     `vjp_step(state, ct)` pulls `ct` back through one iteration of every lane

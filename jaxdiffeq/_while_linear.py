@@ -3,7 +3,7 @@ differentiated `env` dominates (a neural vector field's weights): linearise
 each segment while recomputing it, and pull the segment's cotangents back to
 `env` as one block.
 
-The plain backward pass (`_while._backward_static`) evaluates each iteration
+The plain backward pass (`_while_backward._backward_static`) evaluates each iteration
 of a segment twice (once to rebuild its state from the checkpoint, once more
 inside its vector-Jacobian product) and adds one cotangent of the whole `env`
 per iteration: for a neural vector field, an outer product the size of the
@@ -29,7 +29,7 @@ recognised by identity and not stored: `jax.vjp` passes an input through as
 the same object when its transpose needs it. Anything else derived from them
 (say a transposed weight matrix) would be stored per iteration, so `plan`
 accepts a loop only where a segment's storage fits in a quarter of the memory
-of the differentiated `env` leaves (`_while.MEMORY_SHARE`; the backward pass
+of the differentiated `env` leaves (`_while_backward.MEMORY_SHARE`; the backward pass
 holds their cotangent anyway). Where it does not (a width-100 MLP over 1,000
 steps), the plain pass measured as fast: the small matrix products are not
 bandwidth-bound.
@@ -123,9 +123,9 @@ def _write(buffers, row, values):
 
 
 def backward_static_linear(p: Plan, starts, ends, n, count, load, fns, ct, env_ct):
-    """The backward pass of `_while._backward_static`, one segment at a time from
+    """The backward pass of `_while_backward._backward_static`, one segment at a time from
     the last, in the three stages of the module documentation. `load(j)` is
-    checkpoint j (packed); `fns = (lin, env_pull)` (see `_while._linear_fns`)."""
+    checkpoint j (packed); `fns = (lin, env_pull)` (see `_while_backward._linear_fns`)."""
     lin, env_pull = fns
     rows = p.sizes.rows
     avals = [jnp.zeros(a.shape, a.dtype) for a in p.avals]

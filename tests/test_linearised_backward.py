@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxdiffeq as jd
-from jaxdiffeq import _while
+from jaxdiffeq import _while_backward
 
 WIDTH = 384
 
@@ -69,18 +69,18 @@ def _loss(field, y0, adaptive):
 def taken(monkeypatch):
     """Counts the traces of the linearising backward pass."""
     calls = []
-    inner = _while.backward_static_linear
+    inner = _while_backward.backward_static_linear
 
     def spy(*args):
         calls.append(1)
         return inner(*args)
 
-    monkeypatch.setattr(_while, "backward_static_linear", spy)
+    monkeypatch.setattr(_while_backward, "backward_static_linear", spy)
     return calls
 
 
 def _grads(fn, *args, linearise, monkeypatch):
-    monkeypatch.setattr(_while, "LINEARISE", linearise)
+    monkeypatch.setattr(_while_backward, "LINEARISE", linearise)
     # A new function each time: the compiled program depends on the flag.
     return jax.jit(lambda *a: fn(*a))(*args)
 
@@ -147,7 +147,7 @@ def test_one_lane_of_a_vmap(taken, monkeypatch):
 
 def test_gradient_against_finite_differences(monkeypatch):
     field, y0 = _problem(jnp.float64)
-    monkeypatch.setattr(_while, "LINEARISE", True)
+    monkeypatch.setattr(_while_backward, "LINEARISE", True)
     g = jax.jit(jax.grad(lambda f: _loss(f, y0, False)))(field)
     rng = np.random.default_rng(0)
     direction = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), field)
@@ -164,7 +164,7 @@ def test_gradient_against_finite_differences(monkeypatch):
 def test_not_taken_where_the_parameters_are_small(taken, monkeypatch):
     """A vector field with three parameters: a segment's residuals would take
     more memory than their cotangent, so the plain pass runs."""
-    monkeypatch.setattr(_while, "LINEARISE", True)
+    monkeypatch.setattr(_while_backward, "LINEARISE", True)
 
     def loss(args, y0):
         sol = jd.diffeqsolve(

@@ -395,17 +395,17 @@ def _neural_loss(field, y0, t1, adjoint):
 def test_block_pulled_parameter_cotangents(dtype, monkeypatch):
     """More steps than one block (40 and 70, and a lane with none), alone and
     under `grad(vmap(...))`: equal to checkpointing through the same solve."""
-    from jaxdiffeq._adjoint import reversible
+    from jaxdiffeq._adjoint import reversible_backward
 
     taken = []
-    inner = reversible.deferral
+    inner = reversible_backward.deferral
 
     def spy(*args):
         found = inner(*args)
         taken.append(found is not None)
         return found
 
-    monkeypatch.setattr(reversible, "deferral", spy)
+    monkeypatch.setattr(reversible_backward, "deferral", spy)
     rng = np.random.default_rng(1)
     width = 128
     field = _Neural(
