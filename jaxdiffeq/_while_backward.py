@@ -250,10 +250,11 @@ def _static_core(spec: Spec, env_def, active: Active, arrays):
 
 
 def _backward_static(spec: Spec, n, count, store, step, vjp_step, ct, env_ct):
-    """The backward pass after `_while_checkpointed._forward_static`, one segment at a time from the
-    last: recompute the segment's states from its checkpoint into the rows of the
-    later segments (free by now: segment j is at most c - j long), then pull the
-    cotangent back through them. No bookkeeping: the rows are static."""
+    """The backward pass after `_while_checkpointed._forward_static`, one segment
+    at a time from the last: recompute the segment's states from its checkpoint
+    into the rows of the later segments (free by now: segment j is at most c - j
+    long), then pull the cotangent back through them. No bookkeeping: the rows
+    are static."""
     packer = spec.split.packer
     starts, ends = segments(spec)
 
@@ -295,9 +296,9 @@ def _backward_static(spec: Spec, n, count, store, step, vjp_step, ct, env_ct):
 
 
 def _backward_dynamic(spec: Spec, n, book, store, step, vjp_step, ct, env_ct):
-    """The backward pass after `_while_checkpointed._forward_dynamic`: iterations from the last, each
-    reached from the latest checkpoint before it, the recomputed states offered to
-    the dynamic rule."""
+    """The backward pass after `_while_checkpointed._forward_dynamic`: iterations
+    from the last, each reached from the latest checkpoint before it, the
+    recomputed states offered to the dynamic rule."""
     packer = spec.split.packer
 
     def outer_cond(carry):

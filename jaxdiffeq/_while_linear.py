@@ -123,9 +123,10 @@ def _write(buffers, row, values):
 
 
 def backward_static_linear(p: Plan, starts, ends, n, count, load, fns, ct, env_ct):
-    """The backward pass of `_while_backward._backward_static`, one segment at a time from
-    the last, in the three stages of the module documentation. `load(j)` is
-    checkpoint j (packed); `fns = (lin, env_pull)` (see `_while_backward._linear_fns`)."""
+    """The backward pass of `_while_backward._backward_static`, one segment at a
+    time from the last, in the three stages of the module documentation.
+    `load(j)` is checkpoint j (packed); `fns = (lin, env_pull)` (see
+    `_while_backward._linear_fns`)."""
     lin, env_pull = fns
     rows = p.sizes.rows
     avals = [jnp.zeros(a.shape, a.dtype) for a in p.avals]
