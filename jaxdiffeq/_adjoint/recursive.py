@@ -10,7 +10,7 @@ from jaxtyping import PyTree
 from .._custom_types import Args, RealScalarLike, Y
 from .._loop import State
 from .._term import AbstractTerm
-from .._while import check_checkpoints
+from .._while_checkpointed import check_checkpoints
 from .base import AbstractAdjoint, closure_convert_terms
 
 
