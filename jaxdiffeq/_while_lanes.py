@@ -38,9 +38,9 @@ def backward_static_lanes(starts, ends, packer, n, count, store, fns, ct, env_ct
     """The backward pass of `_while_backward._backward_static` with a leading
     lane axis on `n`, `count`, the store and the cotangents `ct`.
     `fns = (step, vjp_step)` act on all lanes at once: `step(state)` advances
-    every lane one iteration; `vjp_step(state, ct)` pulls `ct` back through one iteration of every lane
-    and returns the cotangents of the carry and of `env` (summed over the
-    lanes where `env` is shared)."""
+    every lane one iteration; `vjp_step(state, ct)` pulls `ct` back through
+    one iteration of every lane and returns the cotangents of the carry and of
+    `env` (summed over the lanes where `env` is shared)."""
     step, vjp_step = fns
     c = store[0].shape[1]
 
