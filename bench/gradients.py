@@ -94,6 +94,31 @@ def neural_ode_grad(lib, adjoint=None, steps=STEPS):
     return loss
 
 
+def neural_ode_per_lane_grad(lib, adjoint=None, steps=STEPS):
+    """`(model, y0s) -> (losses, grads)`: the `vmap(grad(...))` form of
+    `neural_ode_grad`, each lane's gradient of its own mean-square loss (one
+    parameter gradient per lane)."""
+    if adjoint is None:
+        adjoint = lib.RecursiveCheckpointAdjoint()
+
+    @eqx.filter_value_and_grad
+    def loss(model, y0):
+        y1 = lib.diffeqsolve(
+            lib.ODETerm(model),
+            lib.Euler(),
+            0.0,
+            T1,
+            T1 / steps,
+            y0,
+            saveat=lib.SaveAt(t1=True),
+            adjoint=adjoint,
+            max_steps=steps,
+        ).ys
+        return jnp.mean(y1**2)
+
+    return eqx.filter_jit(eqx.filter_vmap(loss, in_axes=(None, 0)))
+
+
 LORENZ_ARGS = jnp.array([10.0, 28.0, 8.0 / 3.0])
 LORENZ_Y0 = jnp.array([1.0, 1.0, 1.0])
 
@@ -175,6 +200,56 @@ def case_neural(cfg, width, batch, dtype=jnp.float64):
     return result
 
 
+def case_forms(cfg, width=100, batch=100, dtype=jnp.float32):
+    """Issue 13, item 3: `grad(vmap(...))` (the mean loss of the batch) and
+    `vmap(grad(...))` (one gradient per lane) at batch 100 in float32, ours
+    (checkpointed and reversible) against Diffrax checkpointed, in one run."""
+    model = VectorField(width, jr.PRNGKey(10))
+    model = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model
+    )
+    y0s = jnp.ones((batch, DIM), dtype)
+    makers = {"grad_vmap": neural_ode_grad, "vmap_grad": neural_ode_per_lane_grad}
+    fns = {}
+    for form, make in makers.items():
+        fns[f"ours_{form}"] = make(jd)
+        fns[f"ours_rev_{form}"] = make(jd, jd.ReversibleAdjoint())
+        fns[f"diffrax_{form}"] = make(diffrax)
+    fns = {n: (lambda m, g=g: g(m, y0s)) for n, g in fns.items()}
+    times, numbers = time_pair(fns, model, cfg)
+    result = {
+        "description": (
+            f"neural ODE, MLP width {width} depth 4, Euler, 1000 steps, batch "
+            f"{batch}, {jnp.dtype(dtype).name}: grad(vmap) and vmap(grad)"
+        ),
+        "times": times,
+        "calls_per_sample": numbers,
+        "target": TARGET_GRAD,
+        "target_rev": TARGET_REV_WIDE,
+    }
+    for form in makers:
+        ref = f"diffrax_{form}"
+        result[f"ratio_ours_{form}"] = ratio(times, f"ours_{form}", ref)
+        result[f"ratio_ours_rev_{form}"] = ratio(times, f"ours_rev_{form}", ref)
+        result[f"max_rel_diff_grads_{form}"] = max_rel_diff(
+            fns[f"ours_{form}"](model), fns[ref](model)
+        )
+    return result
+
+
+def report_forms(r):
+    """The rows of `case_forms`: one per form, ours / Diffrax."""
+    t = r["times"]
+    for form in ("grad_vmap", "vmap_grad"):
+        for who, target in (("ours", r["target"]), ("ours_rev", r["target_rev"])):
+            value = r[f"ratio_{who}_{form}"]["paired"]
+            print(
+                f"({form[:6]}) {who:8} {fmt(t[f'{who}_{form}']['median_s'])} "
+                f"{fmt(t[f'diffrax_{form}']['median_s'])} {value:7.2f} "
+                f"<= {target:<4} {verdict(value, target)}"
+            )
+
+
 def case_c(cfg):
     fns = {
         n: jax.jit(lambda a, g=lorenz_grad(lib): g(LORENZ_Y0, a))
@@ -254,6 +329,7 @@ CASES = {
             ("b", 1000, 1),
         )
     },
+    "forms_f32": case_forms,
     "c": case_c,
     "d": case_d,
     "e": case_e,
@@ -278,6 +354,9 @@ def print_table(results):
             continue
         if name == "h":
             fresh_compile.report(r)
+            continue
+        if name == "forms_f32":
+            report_forms(r)
             continue
         t = r["times"]
         if name == "e":

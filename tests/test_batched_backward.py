@@ -1,9 +1,10 @@
-"""The checkpointed loop's batch-aware backward pass: under `grad(vmap(...))` one
-backward loop runs over all lanes and sums the cotangents of shared parameters
-inside each step. Its gradients must equal per-lane gradients summed (and
-`vmap(grad(...))` a loop of gradients), whichever of parameters and initial
-states are batched, with lanes that take different numbers of steps (one takes
-none), in float32 and float64."""
+"""The batch-aware backward passes (the checkpointed loop's and
+`ReversibleAdjoint`'s): under `grad(vmap(...))` one backward loop runs over all
+lanes and sums the cotangents of shared parameters inside each step. Their
+gradients must equal per-lane gradients summed (and `vmap(grad(...))` a loop of
+gradients), whichever of parameters and initial states are batched, with lanes
+that take different numbers of steps (one takes none), in float32 and
+float64."""
 
 import equinox as eqx
 import jax
@@ -81,6 +82,9 @@ ADJOINTS = {
     # Too few checkpoints for the static schedule: the dynamic rule, batched
     # by JAX lane by lane.
     "dynamic": jd.RecursiveCheckpointAdjoint(checkpoints=4),
+    # Heun made reversible (`Reversible(Heun())`): its own discretisation, so
+    # the per-lane references are `ReversibleAdjoint` gradients too.
+    "reversible": jd.ReversibleAdjoint(),
 }
 
 
@@ -96,6 +100,8 @@ _SLOW = pytest.mark.slow
         pytest.param(jnp.float32, "static", marks=_SLOW),
         pytest.param(jnp.float64, "dynamic", marks=_SLOW),
         pytest.param(jnp.float32, "dynamic", marks=_SLOW),
+        (jnp.float64, "reversible"),
+        pytest.param(jnp.float32, "reversible", marks=_SLOW),
     ],
 )
 def test_grad_of_vmap_shared_parameters(dtype, schedule):
@@ -115,10 +121,18 @@ def test_grad_of_vmap_shared_parameters(dtype, schedule):
     np.testing.assert_allclose(g_y0s[-1], 8 * jnp.cos(y0s[-1]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.float64, marks=_SLOW)])
-def test_grad_of_vmap_batched_parameters(dtype):
-    """Batched parameters: with an unbatched `y0`, and with both batched."""
-    adjoint = jd.RecursiveCheckpointAdjoint()
+@pytest.mark.parametrize(
+    "dtype, schedule",
+    [
+        (jnp.float32, "static"),
+        pytest.param(jnp.float64, "static", marks=_SLOW),
+        (jnp.float32, "reversible"),
+        pytest.param(jnp.float64, "reversible", marks=_SLOW),
+    ],
+)
+def test_grad_of_vmap_batched_parameters(dtype, schedule):
+    """Batched parameters and batched `y0`."""
+    adjoint = ADJOINTS[schedule]
     field, y0s, t1s = _problem(dtype)
     scales = jnp.linspace(0.5, 1.5, LANES, dtype=dtype)
     fields = jax.tree.map(lambda x: scales.reshape(-1, 1, 1) * x[None], field)
@@ -138,9 +152,11 @@ def test_grad_of_vmap_batched_parameters(dtype):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["static", "reversible"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_grad_of_vmap_batched_parameters_shared_y0(dtype):
-    adjoint = jd.RecursiveCheckpointAdjoint()
+def test_grad_of_vmap_batched_parameters_shared_y0(dtype, schedule):
+    """Batched parameters with an unbatched `y0`."""
+    adjoint = ADJOINTS[schedule]
     field, y0s, t1s = _problem(dtype)
     scales = jnp.linspace(0.5, 1.5, LANES, dtype=dtype)
     fields = jax.tree.map(lambda x: scales.reshape(-1, 1, 1) * x[None], field)
@@ -161,9 +177,17 @@ def test_grad_of_vmap_batched_parameters_shared_y0(dtype):
     _close(g_y0, sum(g[1] for g in per_lane), dtype)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, pytest.param(jnp.float32, marks=_SLOW)])
-def test_vmap_of_grad_gives_each_lane_its_gradient(dtype):
-    adjoint = jd.RecursiveCheckpointAdjoint()
+@pytest.mark.parametrize(
+    "dtype, schedule",
+    [
+        (jnp.float64, "static"),
+        pytest.param(jnp.float32, "static", marks=_SLOW),
+        (jnp.float32, "reversible"),
+        pytest.param(jnp.float64, "reversible", marks=_SLOW),
+    ],
+)
+def test_vmap_of_grad_gives_each_lane_its_gradient(dtype, schedule):
+    adjoint = ADJOINTS[schedule]
     field, y0s, t1s = _problem(dtype)
     grad = jax.grad(_loss, argnums=(0, 1))
     g_field, g_y0s = jax.jit(
@@ -189,12 +213,13 @@ def _shapes(jaxpr, found):
     return found
 
 
-def test_shared_parameter_cotangent_is_not_per_lane():
+@pytest.mark.parametrize("schedule", ["static", "reversible"])
+def test_shared_parameter_cotangent_is_not_per_lane(schedule):
     """Under `grad(vmap(...))` no intermediate holds one copy of a shared
     weight matrix per lane: the cotangents are summed inside each step (JAX's
     own batching of the backward rule builds a `lanes x weights` array)."""
     field, y0s, t1s = _problem(jnp.float64)
-    adjoint = jd.RecursiveCheckpointAdjoint()
+    adjoint = ADJOINTS[schedule]
 
     def total(field):
         lanes = jax.vmap(_loss, in_axes=(None, 0, 0, None))

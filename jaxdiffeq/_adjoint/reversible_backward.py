@@ -47,7 +47,8 @@ def reverse_core(static: Static, lanes, theta_diff, theta_other, sum_shared):
     """The backward pass, batch-aware: a `custom_vmap` whose batching rule runs
     one loop over all lanes, with the per-lane values stacked. With
     `sum_shared`, the cotangents of parameters shared by the lanes are summed
-    inside each step (one accumulator); otherwise each lane gets its own."""
+    inside each step (one accumulator); otherwise each lane gets its own (the
+    `vmap(grad(...))` form), while the lanes' evaluations still share them."""
 
     @custom_batching.custom_vmap
     def core(lanes, theta_diff, theta_other):
@@ -64,11 +65,12 @@ def reverse_core(static: Static, lanes, theta_diff, theta_other, sum_shared):
             return x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
 
         lanes = jtu.tree_map(stack, lanes, lanes_b)
-        if not sum_shared:
-            theta_diff = jtu.tree_map(stack, theta_diff, diff_b)
-            diff_b = jtu.tree_map(lambda _: True, diff_b)
         axes = jtu.tree_map(lambda b: 0 if b else None, (diff_b, other_b))
-        lane_ct, theta_ct = _reverse(static, lanes, theta_diff, theta_other, axes)
+        lane_ct, theta_ct = _reverse(
+            static, lanes, theta_diff, theta_other, axes, per_lane=not sum_shared
+        )
+        if not sum_shared:
+            diff_b = jtu.tree_map(lambda _: True, diff_b)
         out_batched = (jtu.tree_map(lambda _: True, lane_ct), diff_b)
         return (lane_ct, theta_ct), out_batched
 
@@ -84,12 +86,13 @@ class _Backward:
     differentiable and other parameters and their lane axes. (A plain class: it
     holds traced arrays and is built inside the backward rule.)"""
 
-    def __init__(self, static: Static, theta_diff, theta_other, axes):
+    def __init__(self, static: Static, theta_diff, theta_other, axes, per_lane):
         self.static = static
         self.solver = static.solver
         self.theta_diff = theta_diff
         self.theta_other = theta_other
         self.diff_axes, self.other_axes = axes
+        self.per_lane = per_lane
         self.deferral: Any = None  # a `reversible_coupled.Deferral`, if used
 
     def theta(self, td, to):
@@ -100,6 +103,66 @@ class _Backward:
         in_axes = (0,) * len(lane_args) + (self.diff_axes, self.other_axes)
         return jax.vmap(fn, in_axes=in_axes)
 
+    def theta_zeros(self, num_lanes):
+        """A zero cotangent of `theta_diff`: one a lane with `per_lane`."""
+        if not self.per_lane:
+            return tree_zeros_like(self.theta_diff)
+        return jtu.tree_map(
+            lambda x, a: jnp.zeros(
+                x.shape if a == 0 else (num_lanes, *x.shape), x.dtype
+            ),
+            self.theta_diff,
+            self.diff_axes,
+        )
+
+    def vjp(self, fn, lane_args, wrt):
+        """`fn(*lane_args, theta_diff, theta_other)` for every lane (each of
+        `lane_args` has a lane axis) and its pullback `pull(ct) -> (cts,
+        theta_ct)`: `cts` those of `lane_args[i]` for `i` in `wrt`.
+
+        `theta_ct` is summed over the lanes where `theta_diff` is shared; with
+        `per_lane` (the `vmap(grad(...))` form) each lane gets its own. Then
+        each lane's product is taken inside a `vmap` over the lanes with
+        `theta_diff` unbatched, so the evaluation still shares the parameters
+        (a dense layer is one matrix product over the lanes, as in the forward
+        pass), and only the parameters' cotangents are per lane. Broadcasting
+        the parameters to the lanes instead made every lane multiply by its own
+        copy of the weights: 2.5x Diffrax's time for the width-100 neural ODE
+        at batch 100 in float32."""
+        to = self.theta_other
+
+        def put(args, values):
+            args = list(args)
+            for i, v in zip(wrt, values):
+                args[i] = v
+            return args
+
+        chosen = [lane_args[i] for i in wrt]
+        batched = self.vm(fn, *(0,) * len(lane_args))
+        if not self.per_lane:
+            return jax.vjp(
+                lambda values, td: batched(*put(lane_args, values), td, to),
+                chosen,
+                self.theta_diff,
+            )
+        out = batched(*lane_args, self.theta_diff, to)
+
+        def one(args, ct, td, to):
+            _, pull = jax.vjp(
+                lambda values, td: fn(*put(args, values), td, to),
+                [args[i] for i in wrt],
+                td,
+            )
+            return pull(ct)
+
+        def pull(ct):
+            in_axes = (0, 0, self.diff_axes, self.other_axes)
+            return jax.vmap(one, in_axes=in_axes)(
+                list(lane_args), ct, self.theta_diff, to
+            )
+
+        return out, pull
+
     def linearised_backward_step(self):
         """`(ta, tb, x1) -> (x0, dense, pull)`: undo the step `(ta, tb]` of every
         lane; `pull` maps the cotangents of the state at `tb` and of the dense
@@ -107,7 +170,7 @@ class _Backward:
         solver, theta = self.solver, self.theta
         if is_directly(solver, Reversible):
             return coupled_backward_step(
-                solver, self.vm, theta, self.theta_diff, self.theta_other
+                solver, self.vm, self.vjp, theta, self.theta_diff, self.theta_other
             )
 
         def step_lane(ta, tb, x, td, to):
@@ -126,19 +189,18 @@ class _Backward:
             x0 = self.vm(back_lane, 0, 0, 0)(
                 ta, tb, x1, self.theta_diff, self.theta_other
             )
-            (_, dense), pull = jax.vjp(
-                lambda x, td: self.vm(step_lane, 0, 0, 0)(
-                    ta, tb, x, td, self.theta_other
-                ),
-                x0,
-                self.theta_diff,
-            )
-            return x0, dense, lambda x1_ct, dense_ct: pull((x1_ct, dense_ct))
+            (_, dense), pull = self.vjp(step_lane, (ta, tb, x0), (2,))
+
+            def pull_step(x1_ct, dense_ct):
+                (x0_ct,), theta_ct = pull((x1_ct, dense_ct))
+                return x0_ct, theta_ct
+
+            return x0, dense, pull_step
 
         return backward
 
     def in_step_fn(self, i):
-        """Output `i`'s `fn` at a time inside a step, for every lane."""
+        """Output `i`'s `fn` at a time inside a step, for one lane."""
         fn, solver, theta = self.static.fns[i], self.solver, self.theta
 
         def out(ta, tb, dense, y1, t, direction, td, to):
@@ -146,7 +208,7 @@ class _Backward:
             interpolation = solver.interpolation_cls(t0=ta, t1=tb, **dense)
             return fn(t * direction, value_in_step(interpolation, tb, y1, t), args)
 
-        return self.vm(out, 0, 0, 0, 0, 0, 0)
+        return out
 
     def pull_saved(self, i, t, y, ct_out, direction):
         """Cotangents of `y` and `theta_diff` from a row saved as
@@ -157,13 +219,9 @@ class _Backward:
             _, args = theta(td, to)
             return fn_i(t * direction, y, args)
 
-        fn = self.vm(out, 0, 0, 0)
-        _, pull = jax.vjp(
-            lambda y, td: fn(t, y, direction, td, self.theta_other),
-            y,
-            self.theta_diff,
-        )
-        return pull(ct_out)
+        _, pull = self.vjp(out, (t, y, direction), (1,))
+        (y_ct,), theta_ct = pull(ct_out)
+        return y_ct, theta_ct
 
 
 def _time_of(lanes, m):
@@ -237,9 +295,7 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
             x[0],
             sub_ts,
             (dense_ct, y1_ct, theta_ct, ts_ct[i]),
-            bw.in_step_fn(i),
-            bw.theta_diff,
-            bw.theta_other,
+            bw,
         )
         new_ts_ct.append(ts_ct_i)
     x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
@@ -299,22 +355,24 @@ def _pull_t0_rows(bw: _Backward, lanes, y0_ct, theta_ct):
     return y0_ct, theta_ct
 
 
-def _reverse(static: Static, lanes, theta_diff, theta_other, axes):
+def _reverse(static: Static, lanes, theta_diff, theta_other, axes, per_lane=False):
     """Walk the accepted steps of every lane from last to first.
 
     `lanes`: per-lane values with a leading lane axis. `theta_diff`: the
     differentiable parameters (`terms`, `args`), with lane axis per `axes`.
     Returns the per-lane cotangents (`y0`, `s0`, `ts`) and those of
-    `theta_diff` (summed over lanes where it is shared)."""
-    bw = _Backward(static, theta_diff, theta_other, axes)
+    `theta_diff` (summed over lanes where it is shared, unless `per_lane`)."""
+    bw = _Backward(static, theta_diff, theta_other, axes, per_lane)
     backward_step = bw.linearised_backward_step()
     pending = None
-    if DEFER and is_directly(static.solver, Reversible):
+    # The deferred cotangents are summed over the lanes: not for `per_lane`.
+    if DEFER and not per_lane and is_directly(static.solver, Reversible):
         found = deferral(static.solver, bw.vm, bw.theta, theta_diff, theta_other, lanes)
         if found is not None:
             backward_step, bw.deferral = found
             pending = bw.deferral.init()
-    y_ct, theta_ct = _pull_final_rows(bw, lanes, tree_zeros_like(theta_diff))
+    theta_zeros = bw.theta_zeros(lanes["n"].shape[0])
+    y_ct, theta_ct = _pull_final_rows(bw, lanes, theta_zeros)
     ts_ct = [
         None if ts is None else jnp.zeros(ts.shape, ts.dtype) for ts in lanes["subs_ts"]
     ]
@@ -354,9 +412,7 @@ def _pull_steps_rows(static, lanes, count, y, time_of, y_ct, theta_ct, pull_save
     return y_ct, theta_ct
 
 
-def _pull_ts_rows(
-    i, lay, lanes, active, ta, tb, dense, y1, sub_ts, acc, out_fn, td, to
-):
+def _pull_ts_rows(i, lay, lanes, active, ta, tb, dense, y1, sub_ts, acc, bw):
     """Pull back the `SaveAt(ts)` outputs that lie in the step `(ta, tb]` of
     each lane: into the step's dense information, its end state `y1`, the
     parameters and `ts` itself."""
@@ -377,14 +433,8 @@ def _pull_ts_rows(
         t = lane_rows(sub_ts, jj)
         ct_out = lane_rows(lanes["ys_ct"][i], lay.offset_ts + jj)
         ct_out = lane_where(live, ct_out, tree_zeros_like(ct_out))
-        _, pull = jax.vjp(
-            lambda dense, y1, t, td: out_fn(ta, tb, dense, y1, t, direction, td, to),
-            dense,
-            y1,
-            t,
-            td,
-        )
-        d_dense, d_y1, d_t, d_theta = pull(ct_out)
+        _, pull = bw.vjp(bw.in_step_fn(i), (ta, tb, dense, y1, t, direction), (2, 3, 4))
+        (d_dense, d_y1, d_t), d_theta = pull(ct_out)
         ct_time = lane_rows(lanes["ts_ct"][i], lay.offset_ts + jj) * direction
         d_t = where(live, d_t + ct_time, 0)
         ts_ct = ts_ct.at[jnp.arange(ts_ct.shape[0]), jj].add(d_t)

@@ -44,9 +44,10 @@ def _lanes(solver, theta):
     return back_lane, forward_lane
 
 
-def coupled_backward_step(solver, vm, theta, theta_diff, theta_other, defer=False):
+def coupled_backward_step(solver, vm, vjp, theta, theta_diff, theta_other, defer=False):
     """`linearised_backward_step` for `Reversible`: `(ta, tb, x1) -> (x0, dense,
-    pull)`, `pull(x1_ct, dense_ct) -> (x0_ct, theta_ct)`. With `defer`, `pull`
+    pull)`, `pull(x1_ct, dense_ct) -> (x0_ct, theta_ct)`. `vm` and `vjp` are the
+    backward pass's (`reversible_backward._Backward`). With `defer`, `pull`
     returns instead of `theta_ct` what `Deferral` needs to compute it later:
     the points of the linearisation and their cotangents."""
     c = solver.coupling
@@ -58,17 +59,24 @@ def coupled_backward_step(solver, vm, theta, theta_diff, theta_other, defer=Fals
     def forward(ta, tb, z, td):
         return vm(forward_lane, 0, 0, 0)(ta, tb, z, td, theta_other)
 
-    def linearise(fn, ta, tb, x):
-        """`jax.vjp` of `fn` at `x`: with respect to `x` alone if `defer`."""
+    def linearise(fn, lane_fn, ta, tb, x):
+        """The value of `fn` at `x` and its pullback to `x` and `theta_diff`
+        (to `x` alone if `defer`)."""
         if defer:
             return jax.vjp(lambda x: fn(ta, tb, x, theta_diff), x)
-        return jax.vjp(lambda *a: fn(ta, tb, *a), x, theta_diff)
+        out, pull = vjp(lane_fn, (ta, tb, x), (2,))
+
+        def pull_x_theta(ct):
+            (x_ct,), theta_ct = pull(ct)
+            return x_ct, theta_ct
+
+        return out, pull_x_theta
 
     def linearised_backward_step(ta, tb, x1):
         y1, z1 = x1
-        b, pull_back = linearise(back, ta, tb, y1)
+        b, pull_back = linearise(back, back_lane, ta, tb, y1)
         z0 = jtu.tree_map(jnp.add, z1, b)
-        (f, inner), pull_forward = linearise(forward, ta, tb, z0)
+        (f, inner), pull_forward = linearise(forward, forward_lane, ta, tb, z0)
         y0 = jtu.tree_map(
             lambda y, z, dz: ((y - (1 - c) * z - dz) / c).astype(y.dtype), y1, z0, f
         )
@@ -168,7 +176,9 @@ class Deferral:
 def deferral(solver, vm, theta, theta_diff, theta_other, lanes):
     """`(backward_step, Deferral)` where a block of deferred steps takes at most
     a quarter of the differentiated parameters' memory, else `None`."""
-    step = coupled_backward_step(solver, vm, theta, theta_diff, theta_other, defer=True)
+    step = coupled_backward_step(
+        solver, vm, None, theta, theta_diff, theta_other, defer=True
+    )
     x = (lanes["y"], lanes["s"])
 
     def one(t, x):
