@@ -93,13 +93,15 @@ def _iteration_fns(
 
 
 def _linear_fns(spec: Spec, env_def, active: Active, final_buffers, env_leaves):
-    """`(lin, env_pull)` for `_while_linear`: `lin(state) -> (next_state, pull)`
-    runs one iteration from the stored part of the carry and returns the
-    `jax.vjp` function of its active carry leaves with respect to the active
-    carry leaves alone (`env` held fixed: a function of the cotangent that
-    returns a 1-tuple); `env_pull(states, cts)` pulls a
-    block of cotangents (leading axis: iterations) back through the body at
-    a block of states to the active `env` leaves, summed over the block."""
+    """`(lin, env_pull, lin_full)` for `_while_linear`: `lin(state) ->
+    (next_state, pull)` runs one iteration from the stored part of the carry
+    and returns the `jax.vjp` function of its active carry leaves with respect
+    to the active carry leaves alone (`env` held fixed: a function of the
+    cotangent that returns a 1-tuple); `env_pull(states, cts)` pulls a block of
+    cotangents (leading axis: iterations) back through the body at a block of
+    states to the active `env` leaves, summed over the block; `lin_full` is
+    `lin` with respect to the active `env` leaves too (its pullback returns
+    the carry's and `env`'s cotangents)."""
     split = spec.split
     env_in = masked(env_leaves, active.env)
 
@@ -120,6 +122,17 @@ def _linear_fns(spec: Spec, env_def, active: Active, final_buffers, env_leaves):
         _, pull, new_state = jax.vjp(g, carry_in, has_aux=True)
         return new_state, pull
 
+    def lin_full(state):
+        carry_in, f = carry_of(state)
+
+        def g(c, e) -> tuple[Any, Any]:
+            out = f(c, e)
+            assert isinstance(out, tuple)  # `with_state=True`
+            return out
+
+        _, pull, new_state = jax.vjp(g, carry_in, env_in, has_aux=True)
+        return new_state, pull
+
     def env_pull(states, cts):
         def block(env_in):
             def one(state):
@@ -131,7 +144,7 @@ def _linear_fns(spec: Spec, env_def, active: Active, final_buffers, env_leaves):
         _, pull = jax.vjp(block, env_in)
         return pull(cts)[0]
 
-    return lin, env_pull
+    return lin, env_pull, lin_full
 
 
 def _linear_backward(spec: Spec, env_def, active: Active, arrays):
@@ -141,7 +154,8 @@ def _linear_backward(spec: Spec, env_def, active: Active, arrays):
     env_in = masked(env_leaves, active.env)
     if not LINEARISE:
         return None
-    lin, env_pull = _linear_fns(spec, env_def, active, final_buffers, env_leaves)
+    fns = _linear_fns(spec, env_def, active, final_buffers, env_leaves)
+    lin, env_pull, lin_full = fns
     if not env_in:
         env_pull = None  # nothing to pull back to `env`: no states or cotangents
     packer = spec.split.packer
@@ -155,6 +169,15 @@ def _linear_backward(spec: Spec, env_def, active: Active, arrays):
     )
     fixed = [*env_leaves, *final_buffers]
     p = plan(lin, fixed, load_row(store, 0), packer, sizes, ct, with_env=bool(env_in))
+    full = False
+    if p is None and env_in and FULL_SHARE:
+        # Stage 3 does not fit: linearise with respect to `env` too and store
+        # those residuals (a segment's may take the bytes of the `env`
+        # cotangent over `FULL_SHARE`), so each step is still evaluated once on
+        # the way back instead of twice.
+        sizes = sizes._replace(budget=tree_nbytes(env_in) // FULL_SHARE)
+        p = plan(lin_full, fixed, load_row(store, 0), packer, sizes, ct, False)
+        lin, env_pull, full = lin_full, None, True
     if p is None:
         return None
     starts, ends = segments(spec)
@@ -164,10 +187,16 @@ def _linear_backward(spec: Spec, env_def, active: Active, arrays):
         return load_row(store, j)
 
     fns = (lin, env_pull)
-    return backward_static_linear(p, starts, ends, n, count, load, fns, ct, env_ct)
+    return backward_static_linear(
+        p, starts, ends, n, count, load, fns, ct, env_ct, full=full
+    )
 
 
 LINEARISE = True
+# Where the three-stage pass does not fit, the residuals of a segment linearised
+# with respect to `env` too may take the `env` cotangent's bytes over this (0:
+# never).
+FULL_SHARE = 1
 # The linearising pass may store a quarter of the bytes of the differentiated
 # env leaves (or, where there are none, of the checkpoint store).
 MEMORY_SHARE = 4

@@ -122,11 +122,15 @@ def _write(buffers, row, values):
     ]
 
 
-def backward_static_linear(p: Plan, starts, ends, n, count, load, fns, ct, env_ct):
+def backward_static_linear(
+    p: Plan, starts, ends, n, count, load, fns, ct, env_ct, full=False
+):
     """The backward pass of `_while_backward._backward_static`, one segment at a
     time from the last, in the three stages of the module documentation.
     `load(j)` is checkpoint j (packed); `fns = (lin, env_pull)` (see
-    `_while_backward._linear_fns`)."""
+    `_while_backward._linear_fns`). With `full`, `lin` linearises with respect
+    to `env` too (its pullback returns both cotangents), `env_pull` is `None`,
+    and each iteration's `env` cotangent is added in stage 2."""
     lin, env_pull = fns
     rows = p.sizes.rows
     avals = [jnp.zeros(a.shape, a.dtype) for a in p.avals]
@@ -149,14 +153,19 @@ def backward_static_linear(p: Plan, starts, ends, n, count, load, fns, ct, env_c
         _, res, states = lax.fori_loop(0, length, advance, (load(j), res, states))
 
         def reverse(i, c):
-            ct, cts = c
+            ct, cts, env_ct = c
             q = length - 1 - i
             if env_pull is not None:
                 cts = _write(cts, q, ct)
-            (ct,) = p.rebuild(read_row(res, q, materialise=p.large))(ct)
-            return ct, cts
+            pulled = p.rebuild(read_row(res, q, materialise=p.large))(ct)
+            if full:
+                ct, env_ct_q = pulled
+                env_ct = jtu.tree_map(jnp.add, env_ct, env_ct_q)
+            else:
+                (ct,) = pulled
+            return ct, cts, env_ct
 
-        ct, cts = lax.fori_loop(0, length, reverse, (ct, cts))
+        ct, cts, env_ct = lax.fori_loop(0, length, reverse, (ct, cts, env_ct))
         if env_pull is not None:
             env_ct = _pull_env(p, env_pull, states, cts, length, env_ct)
         return j - 1, ct, env_ct, (res, states, cts)

@@ -1,11 +1,13 @@
 """The checkpointed loop's linearising backward pass (`_while_linear`): where the
 differentiated parameters dominate (a neural vector field), each segment is
 linearised while it is recomputed and the parameters' cotangent is pulled back
-a block of iterations at a time. Its gradients must equal the plain backward
-pass's, with constant and adaptive steps (segments cut short), saved outputs,
-under `vmap` with one lane, in float32 and float64; and it must be taken where
-it applies and not elsewhere. Without differentiated parameters (a gradient
-with respect to a large `y0`), the same, and equal to forward mode."""
+a block of iterations at a time (or, where that does not fit, with each
+iteration's residuals stored with respect to the parameters too: `full`). Its
+gradients must equal the plain backward pass's, with constant and adaptive
+steps (segments cut short), saved outputs, under `vmap` with one lane, in
+float32 and float64; and it must be taken where it applies and not elsewhere.
+Without differentiated parameters (a gradient with respect to a large `y0`),
+the same, and equal to forward mode."""
 
 import functools
 
@@ -67,13 +69,13 @@ def _loss(field, y0, adaptive):
 
 @pytest.fixture
 def taken(monkeypatch):
-    """Counts the traces of the linearising backward pass."""
+    """Records the traces of the linearising backward pass (whether `full`)."""
     calls = []
     inner = _while_backward.backward_static_linear
 
-    def spy(*args):
-        calls.append(1)
-        return inner(*args)
+    def spy(*args, full=False):
+        calls.append(full)
+        return inner(*args, full=full)
 
     monkeypatch.setattr(_while_backward, "backward_static_linear", spy)
     return calls
@@ -113,6 +115,40 @@ def test_same_gradient_as_the_plain_pass(dtype, adaptive, taken, monkeypatch):
     count = len(taken)
     old = _grads(grad, field, y0, linearise=False, monkeypatch=monkeypatch)
     assert len(taken) == count
+    _close(new, old, dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype, adaptive",
+    [
+        (jnp.float64, False),
+        (jnp.float64, True),
+        pytest.param(jnp.float32, True, marks=_SLOW),
+    ],
+)
+def test_full_pass_same_gradient_as_the_plain_pass(dtype, adaptive, taken, monkeypatch):
+    """Where the blocked pass does not fit its budget (here: none at all), the
+    segment is linearised with respect to the parameters too."""
+    monkeypatch.setattr(_while_backward, "MEMORY_SHARE", 10**12)
+    plain = []
+    inner = _while_backward._backward_static
+
+    def spy(*args):
+        plain.append(1)
+        return inner(*args)
+
+    monkeypatch.setattr(_while_backward, "_backward_static", spy)
+    field, y0 = _problem(dtype)
+    grad = jax.grad(lambda f, y: _loss(f, y, adaptive), argnums=(0, 1))
+    # The solve's compiled program is cached by its arguments, not by the
+    # flags: trace it afresh.
+    jax.clear_caches()
+    new = _grads(grad, field, y0, linearise=True, monkeypatch=monkeypatch)
+    assert taken == [True] and not plain, (taken, plain)
+    monkeypatch.setattr(_while_backward, "FULL_SHARE", 0)
+    jax.clear_caches()
+    old = _grads(grad, field, y0, linearise=True, monkeypatch=monkeypatch)
+    assert taken == [True] and plain, (taken, plain)
     _close(new, old, dtype)
 
 
