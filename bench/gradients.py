@@ -64,11 +64,9 @@ class VectorField(eqx.Module):
         return self.mlp(y)
 
 
-def neural_ode_grad(lib, adjoint=None, steps=STEPS):
-    """`(model, y0s) -> (loss, grads)`: mean-square loss of the `vmap`ped
-    solutions at t1, gradient with respect to the MLP's parameters.
-    `RecursiveCheckpointAdjoint()` unless `adjoint` is given; `steps` Euler
-    steps on [0, 10]."""
+def neural_ode_solve(lib, adjoint=None, steps=STEPS):
+    """`(model, y0) -> y(t1)`: `steps` Euler steps on [0, 10] with `adjoint`
+    (`RecursiveCheckpointAdjoint()` unless given)."""
     if adjoint is None:
         adjoint = lib.RecursiveCheckpointAdjoint()
 
@@ -85,6 +83,15 @@ def neural_ode_grad(lib, adjoint=None, steps=STEPS):
             max_steps=steps,
         ).ys
 
+    return solve
+
+
+def neural_ode_grad(lib, adjoint=None, steps=STEPS):
+    """`(model, y0s) -> (loss, grads)`: mean-square loss of the `vmap`ped
+    solutions at t1 (`neural_ode_solve`), gradient with respect to the MLP's
+    parameters."""
+    solve = neural_ode_solve(lib, adjoint, steps)
+
     @eqx.filter_jit
     @eqx.filter_value_and_grad
     def loss(model, y0s):
@@ -98,23 +105,11 @@ def neural_ode_per_lane_grad(lib, adjoint=None, steps=STEPS):
     """`(model, y0s) -> (losses, grads)`: the `vmap(grad(...))` form of
     `neural_ode_grad`, each lane's gradient of its own mean-square loss (one
     parameter gradient per lane)."""
-    if adjoint is None:
-        adjoint = lib.RecursiveCheckpointAdjoint()
+    solve = neural_ode_solve(lib, adjoint, steps)
 
     @eqx.filter_value_and_grad
     def loss(model, y0):
-        y1 = lib.diffeqsolve(
-            lib.ODETerm(model),
-            lib.Euler(),
-            0.0,
-            T1,
-            T1 / steps,
-            y0,
-            saveat=lib.SaveAt(t1=True),
-            adjoint=adjoint,
-            max_steps=steps,
-        ).ys
-        return jnp.mean(y1**2)
+        return jnp.mean(solve(model, y0) ** 2)
 
     return eqx.filter_jit(eqx.filter_vmap(loss, in_axes=(None, 0)))
 
