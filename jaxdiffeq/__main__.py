@@ -183,7 +183,7 @@ def _print_table(rows: list[tuple[str, str]]) -> None:
 
 
 def _list_problems() -> None:
-    rows = [("name", "states", "interval", "reference", "description")]
+    rows = [("name", "states", "interval", "reference", "stiff", "description")]
     for problem in PROBLEMS.values():
         rows.append(
             (
@@ -191,6 +191,7 @@ def _list_problems() -> None:
                 str(len(problem.initial_values)),
                 f"[{_format_number(problem.t0)}, {problem.t1:.6g}]",
                 "yes" if problem.reference_values is not None else "no",
+                "yes" if problem.stiff else "no",
                 problem.description,
             )
         )
@@ -409,6 +410,14 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
         ("interval", f"[{t0:g}, {t1:.15g}]"),
         ("precision", str(dtype)),
     ]
+    if problem.stiff and not issubclass(solver_cls, jd.AbstractImplicitSolver):
+        rows.append(
+            (
+                "note",
+                f"{problem.name} is stiff: an explicit solver's step size is bounded "
+                "by stability, not accuracy, so it needs very many steps",
+            )
+        )
     if args.batch is not None:
         rows.append(
             (

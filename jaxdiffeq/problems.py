@@ -16,71 +16,26 @@ error = abs(sol.ys[-1] - problem.reference).max()
 Every problem is an immutable `Problem`. Its `y0` and `reference` are built when
 asked for, so they are float64 when `jax_enable_x64` is on at that time and float32
 otherwise.
+
+The stiff problems (`Problem.stiff`) are six of the Bari test set (ROBER, HIRES,
+OREGO, VDPOL, E5, POLLU) with their published reference solutions, and the 2-D
+Brusselator (`brusselator_2d(n)` for other grid sizes). An explicit solver needs
+a step size bounded by stability on them: solve them with an implicit solver.
 """
 
-from collections.abc import Callable
-from typing import Any
-
-import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
 
-
-class Problem(eqx.Module):
-    """An initial value problem `dy/dt = f(t, y, args)`, `y(t0) = y0`, on `[t0, t1]`.
-
-    **Fields:**
-
-    - `name`, `description`: a short key and one line about the problem.
-    - `f`: the vector field `f(t, y, args)`, written with `jax.numpy`.
-    - `initial_values`, `t0`, `t1`, `args`: the problem; `y0` is `initial_values` as
-      an array.
-    - `rtol`, `atol`: suggested tolerances for an adaptive solve.
-    - `labels`: a name for each component of the state, for plots.
-    - `phase_portraits`: pairs of component indices to plot against each other (for
-      example the x-z plane of the Lorenz attractor); empty if none is useful.
-    - `reference_values`: the solution at `t1` (for the default `t0`, `t1`, `args`),
-      or `None`; `reference` is it as an array. `reference_source` says where it
-      comes from.
-
-    All fields are static, so a `Problem` can be closed over or passed through
-    `jax.jit` freely; it holds no arrays.
-    """
-
-    name: str = eqx.field(static=True)
-    description: str = eqx.field(static=True)
-    f: Callable[[Any, Array, Any], Array] = eqx.field(static=True)
-    initial_values: tuple[float, ...] = eqx.field(static=True)
-    t0: float = eqx.field(static=True)
-    t1: float = eqx.field(static=True)
-    args: Any = eqx.field(static=True)
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    labels: tuple[str, ...] = eqx.field(static=True)
-    phase_portraits: tuple[tuple[int, int], ...] = eqx.field(static=True)
-    reference_values: tuple[float, ...] | None = eqx.field(static=True)
-    reference_source: str = eqx.field(static=True)
-
-    def __check_init__(self):
-        size = len(self.initial_values)
-        if len(self.labels) != size:
-            raise ValueError(
-                f"{self.name}: {len(self.labels)} labels for {size} states."
-            )
-        if self.reference_values is not None and len(self.reference_values) != size:
-            raise ValueError(f"{self.name}: the reference has the wrong size.")
-
-    @property
-    def y0(self) -> Float[Array, " n"]:
-        """The initial state, in the default floating-point type."""
-        return jnp.asarray(self.initial_values, dtype=jnp.result_type(float))
-
-    @property
-    def reference(self) -> Float[Array, " n"] | None:
-        """The solution at `t1`, or `None` where there is no reference."""
-        if self.reference_values is None:
-            return None
-        return jnp.asarray(self.reference_values, dtype=jnp.result_type(float))
+from ._problem import Problem as Problem
+from ._stiff_problems import (
+    BRUSSELATOR as BRUSSELATOR,
+    E5 as E5,
+    HIRES as HIRES,
+    OREGO as OREGO,
+    POLLU as POLLU,
+    ROBER as ROBER,
+    VDPOL as VDPOL,
+    brusselator_2d as brusselator_2d,
+)
 
 
 def _lorenz(t, y, args):
@@ -297,6 +252,13 @@ PROBLEMS: dict[str, Problem] = {
         PENDULUM,
         ARENSTORF,
         PLEIADES,
+        ROBER,
+        HIRES,
+        OREGO,
+        VDPOL,
+        E5,
+        POLLU,
+        BRUSSELATOR,
     )
 }
 

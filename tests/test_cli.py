@@ -33,6 +33,18 @@ def test_list(capsys):
     for name, problem in PROBLEMS.items():
         assert name in out
         assert problem.description in out
+    stiff = [line for line in out.splitlines() if line.startswith("rober ")]
+    assert len(stiff) == 1 and " yes " in stiff[0]
+
+
+def test_solve_stiff_problem_with_an_explicit_solver(capsys):
+    # An explicit solver on ROBER over [0, 1e11]: the step limit, said plainly,
+    # with a note on stiffness and a failing exit code.
+    assert main(["solve", "rober", "--max-steps", "2000", "--repeats", "1"]) == 1
+    rows = _table(capsys.readouterr().out)
+    assert rows["note"].startswith("rober is stiff")
+    assert rows["result"].startswith("FAILED (max_steps_reached)")
+    assert "stiff" in rows["result"]
 
 
 def test_solve_lorenz_with_plot(tmp_path, capsys):
