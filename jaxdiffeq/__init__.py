@@ -54,6 +54,7 @@ from ._results import (
     is_okay as is_okay,
     is_successful as is_successful,
 )
+from ._root_finder import with_stepsize_controller_tols as with_stepsize_controller_tols
 from ._saveat import SaveAt as SaveAt, SubSaveAt as SubSaveAt
 from ._solution import Solution as Solution
 from ._solve import diffeqsolve as diffeqsolve
@@ -72,6 +73,7 @@ from ._solver.dopri8 import Dopri8 as Dopri8
 from ._solver.euler import Euler as Euler
 from ._solver.half import HalfSolver as HalfSolver
 from ._solver.heun import Heun as Heun
+from ._solver.implicit_euler import ImplicitEuler as ImplicitEuler
 from ._solver.leapfrog_midpoint import LeapfrogMidpoint as LeapfrogMidpoint
 from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston

@@ -36,6 +36,25 @@ _MESSAGES: list[tuple[str, str]] = [
         "An internal error occurred in jaxdiffeq. This is a bug: please report it "
         "with a short example that reproduces it.",
     ),
+    (
+        "nonlinear_max_steps_reached",
+        "An implicit solver's stage equation did not converge within "
+        "`root_find_max_steps` iterations, and the step could not be retried with a "
+        "smaller one (constant steps, or `dtmin`). Use an adaptive step-size "
+        "controller (`PIDController`), a smaller step, or more root-finding steps.",
+    ),
+    (
+        "nonlinear_divergence",
+        "An implicit solver's stage equation diverged (the Newton/chord iterations "
+        "grew), and the step could not be retried with a smaller one. Use an "
+        "adaptive step-size controller (`PIDController`) or a smaller step.",
+    ),
+    (
+        "singular",
+        "An implicit solver's linear system was singular (I - h gamma J cannot be "
+        "solved), and the step could not be retried with a smaller one. Check the "
+        "vector field's Jacobian, or use an adaptive step-size controller.",
+    ),
 ]
 
 _T = TypeVar("_T", bound=PyTree)
@@ -49,7 +68,10 @@ class RESULTS(eqx.Module):
     `RESULTS.message(code)` gives the text of a concrete code.
 
     Codes: `successful`, `max_steps_reached`, `dt_min_reached`, `event_occurred`,
-    `nonfinite_value`, `internal_error`.
+    `nonfinite_value`, `internal_error`, and from implicit solvers
+    `nonlinear_max_steps_reached`, `nonlinear_divergence` and `singular` (each
+    only where the step cannot be retried with a smaller one: an adaptive
+    controller rejects the step instead).
     """
 
     _value: Int[ArrayLike, "..."]
@@ -60,6 +82,9 @@ class RESULTS(eqx.Module):
     event_occurred: ClassVar["RESULTS"]
     nonfinite_value: ClassVar["RESULTS"]
     internal_error: ClassVar["RESULTS"]
+    nonlinear_max_steps_reached: ClassVar["RESULTS"]
+    nonlinear_divergence: ClassVar["RESULTS"]
+    singular: ClassVar["RESULTS"]
 
     def __eq__(self, other) -> Bool[Array, "..."]:  # pyright: ignore[reportIncompatibleMethodOverride]
         if not isinstance(other, RESULTS):

@@ -21,6 +21,7 @@ from ._misc import widest_dtype
 from ._output_order import in_diffrax_order
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
+from ._root_finder import resolve_root_finders
 from ._saveat import SaveAt, SubSaveAt
 from ._solution import Solution
 from ._solver.base import AbstractSolver
@@ -514,6 +515,7 @@ def diffeqsolve(
             f"`max_steps` must be a positive int or None, got {max_steps!r}."
         )
     solver = adjoint.prepare_solver(solver)
+    solver = resolve_root_finders(solver, stepsize_controller)
     adjoint.check(
         saveat=saveat,
         max_steps=max_steps,

@@ -8,8 +8,11 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._controller.base import AbstractAdaptiveStepSizeController
+from .._controller.clip import ClipStepSizeController
 from .._misc import all_finite, lane_mask, where
 from .._results import RESULTS
+from .._solver.implicit import RETRYABLE
 from .._solver.runge_kutta import may_fold, reverse_only, unfolded
 from .config import Env, Settings
 from .outputs import any_ts_pending
@@ -99,6 +102,29 @@ def _progress(cfg: Settings, env: Env, step: StepState, advance, next_tprev):
     return cfg.progress_meter.step(step.progress_state, fraction)
 
 
+def _retried(env: Env, y_error, solver_result):
+    """An implicit solver whose stage equation failed returns an infinite error
+    estimate with the failure's code. An adaptive controller rejects such a step
+    and retries it with a smaller one, so the code is dropped there; with any
+    other controller (constant steps) the solve stops with it."""
+    if y_error is None or not isinstance(
+        _innermost(env.controller), AbstractAdaptiveStepSizeController
+    ):
+        return solver_result
+    if not isinstance(solver_result, RESULTS):
+        solver_result = RESULTS(solver_result)
+    retryable = jnp.asarray(False)
+    for code in RETRYABLE:
+        retryable = retryable | (solver_result == code)
+    return RESULTS.where(retryable, RESULTS.successful, solver_result)
+
+
+def _innermost(controller):
+    while isinstance(controller, ClipStepSizeController):
+        controller = controller.controller
+    return controller
+
+
 def attempt_step(
     cfg: Settings, env: Env, step: StepState, hold=None
 ) -> tuple[StepState, LastStep]:
@@ -116,6 +142,7 @@ def attempt_step(
         step.solver_state,
         jnp.asarray(step.made_jump, bool) if cfg.can_jump else None,
     )
+    solver_result = _retried(env, y_error, solver_result)
     (
         keep_step,
         next_tprev,

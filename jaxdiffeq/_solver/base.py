@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import equinox as eqx
+import optimistix as optx
 from jaxtyping import PyTree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
@@ -149,7 +150,19 @@ class AbstractStratonovichSolver(AbstractSolver):
 
 
 class AbstractImplicitSolver(AbstractSolver):
-    """Marker: each step solves a nonlinear system (for stiff problems)."""
+    """A solver whose step solves a nonlinear system (for stiff problems).
+
+    - `root_finder`: an `optimistix` root finder for the stage equations. Built
+      with `with_stepsize_controller_tols`, it takes `rtol`, `atol` and `norm`
+      from the step-size controller.
+    - `root_find_max_steps`: the most iterations of one stage equation. One that
+      does not converge in them (or diverges, or meets a singular matrix)
+      rejects the step under an adaptive controller, which retries it with a
+      smaller one; otherwise the solve stops with that `RESULTS` code.
+    """
+
+    root_finder: eqx.AbstractVar[optx.AbstractRootFinder]
+    root_find_max_steps: eqx.AbstractVar[int]
 
 
 class AbstractReversibleSolver(AbstractSolver):

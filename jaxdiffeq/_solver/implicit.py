@@ -1,0 +1,45 @@
+"""What the implicit solvers share: one stage equation solved with `optimistix`,
+its outcome as a `RESULTS` code, and the error estimate of a step whose stage
+equation failed."""
+
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import optimistix as optx
+
+from .._results import RESULTS
+
+# The outcomes of `optimistix` that reject a step (an adaptive controller retries
+# it with a smaller one) and their codes here; any other failure is an internal
+# error.
+_OUTCOMES = (
+    (optx.RESULTS.nonlinear_max_steps_reached, RESULTS.nonlinear_max_steps_reached),
+    (optx.RESULTS.nonlinear_divergence, RESULTS.nonlinear_divergence),
+    (optx.RESULTS.singular, RESULTS.singular),
+)
+RETRYABLE = tuple(code for _, code in _OUTCOMES)
+
+
+def solve_stage(residual, z0, root_finder, max_steps: int):
+    """The root `z` of `residual(z, None)` from `z0`, and a `RESULTS` code. The
+    derivative of `z` with respect to whatever `residual` closes over is taken by
+    the implicit function theorem (`optimistix.ImplicitAdjoint`), not through the
+    iterations."""
+    solution = optx.root_find(
+        residual, root_finder, z0, max_steps=max_steps, throw=False
+    )
+    outcome = solution.result
+    code = jnp.where(
+        outcome == optx.RESULTS.successful, 0, RESULTS.internal_error.value
+    )
+    for theirs, ours in _OUTCOMES:
+        code = jnp.where(outcome == theirs, ours.value, code)
+    return solution.value, RESULTS(code)
+
+
+def failed_error(y_error, result: RESULTS):
+    """`y_error`, infinite where the stage equation failed: an adaptive
+    controller then rejects the step and shrinks it."""
+    failed = result != RESULTS.successful
+    return jtu.tree_map(
+        lambda e: jnp.where(failed, jnp.inf, e).astype(e.dtype), y_error
+    )
