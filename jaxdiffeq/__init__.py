@@ -68,12 +68,20 @@ from ._solver.base import (
     AbstractWrappedSolver as AbstractWrappedSolver,
 )
 from ._solver.bosh3 import Bosh3 as Bosh3
+from ._solver.dirk import (
+    AbstractDIRK as AbstractDIRK,
+    AbstractESDIRK as AbstractESDIRK,
+    AbstractSDIRK as AbstractSDIRK,
+)
 from ._solver.dopri5 import Dopri5 as Dopri5
 from ._solver.dopri8 import Dopri8 as Dopri8
 from ._solver.euler import Euler as Euler
 from ._solver.half import HalfSolver as HalfSolver
 from ._solver.heun import Heun as Heun
 from ._solver.implicit_euler import ImplicitEuler as ImplicitEuler
+from ._solver.kvaerno3 import Kvaerno3 as Kvaerno3
+from ._solver.kvaerno4 import Kvaerno4 as Kvaerno4
+from ._solver.kvaerno5 import Kvaerno5 as Kvaerno5
 from ._solver.leapfrog_midpoint import LeapfrogMidpoint as LeapfrogMidpoint
 from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston

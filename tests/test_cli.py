@@ -37,6 +37,18 @@ def test_list(capsys):
     assert len(stiff) == 1 and " yes " in stiff[0]
 
 
+def test_solve_hires_with_kvaerno5(capsys):
+    # Issue 14, item 7: the stiff problem with an implicit solver, its error
+    # against the published reference.
+    assert main(["solve", "hires", "--solver", "Kvaerno5", "--repeats", "1"]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert rows["solver"].startswith("Kvaerno5")
+    assert rows["result"] == "successful"
+    assert "note" not in rows
+    assert int(rows["accepted steps"]) < 1000
+    assert float(rows["relative error at t1"].split()[0]) < 1e-3
+
+
 def test_solve_stiff_problem_with_an_explicit_solver(capsys):
     # An explicit solver on ROBER over [0, 1e11]: the step limit, said plainly,
     # with a note on stiffness and a failing exit code.

@@ -27,25 +27,31 @@ from .base import AbstractAdaptiveSolver
 
 
 class ButcherTableau(eqx.Module):
-    """The coefficients of an explicit Runge–Kutta method.
+    """The coefficients of a Runge–Kutta method: explicit, or diagonally implicit.
 
     With stages `k_1 .. k_s`:
 
     ```
-    k_1 = h f(t0 + c1 h, y0)
-    k_i = h f(t0 + c[i-2] h, y0 + sum_j a_lower[i-2][j] k_j)     i = 2 .. s
+    k_1 = h f(t0 + c1 h, y0 + d[0] k_1)
+    k_i = h f(t0 + c[i-2] h, y0 + sum_j a_lower[i-2][j] k_j + d[i-1] k_i)   i = 2 .. s
     y1  = y0 + sum_i b_sol[i] k_i
     err =      sum_i b_error[i] k_i       (solution minus embedded solution)
     ```
 
+    where `d` is `a_diagonal` (zero for an explicit method).
+
     **Arguments:** `c` (length `s - 1`: the nodes of stages 2 .. s), `b_sol`
     (length `s`), `b_error` (length `s`, or `None` for a method without an error
-    estimate; `AbstractRungeKutta` needs one and raises without it), `a_lower` (a tuple whose entry `i` has length `i + 1`), and `c1` (the
-    node of the first stage, normally 0). `a_diagonal` and `a_predictor` are the
-    fields of diagonally implicit methods; only `None` is supported here.
+    estimate; `AbstractRungeKutta` needs one and raises without it), `a_lower` (a
+    tuple whose entry `i` has length `i + 1`), `c1` (the node of the first stage,
+    normally 0), and for diagonally implicit methods (`AbstractDIRK`)
+    `a_diagonal` (length `s`) and `a_predictor` (like `a_lower`: the initial
+    guess of stage `i`'s increment for its stage equation is
+    `sum_j a_predictor[i-2][j] k_j`; `None` takes the previous stage's
+    increment).
 
-    The tableau is checked on construction: each row of `a` sums to its node,
-    `b_sol` sums to 1 and `b_error` sums to 0.
+    The tableau is checked on construction: each row of `a` (with its diagonal
+    entry) sums to its node, `b_sol` sums to 1 and `b_error` sums to 0.
     """
 
     c: np.ndarray
@@ -63,14 +69,24 @@ class ButcherTableau(eqx.Module):
                 f"A tableau with {s} stages needs `c` and `a_lower` of length {s - 1}; "
                 f"got {len(self.c)} and {len(self.a_lower)}."
             )
+        diagonal = np.zeros(s) if self.a_diagonal is None else self.a_diagonal
+        if len(diagonal) != s:
+            raise ValueError(f"`a_diagonal` must have length {s}.")
+        if not np.isclose(diagonal[0], self.c1, rtol=1e-10, atol=1e-12):
+            raise ValueError("The first stage's diagonal entry must equal `c1`.")
         for i, (row, node) in enumerate(zip(self.a_lower, self.c)):
             if len(row) != i + 1:
                 raise ValueError(f"`a_lower[{i}]` must have length {i + 1}.")
-            if not np.allclose(np.sum(row), node, rtol=1e-10, atol=1e-12):
+            total = np.sum(row) + diagonal[i + 1]
+            if not np.allclose(total, node, rtol=1e-10, atol=1e-12):
                 raise ValueError(
-                    f"Row {i} of `a_lower` sums to {np.sum(row)}, but its node `c[{i}]` "
-                    f"is {node}; the rows of `a` must sum to `c`."
+                    f"Row {i} of `a_lower` (with its diagonal entry) sums to {total}, "
+                    f"but its node `c[{i}]` is {node}; the rows of `a` must sum to `c`."
                 )
+        if self.a_predictor is not None:
+            lengths = [len(row) for row in self.a_predictor]
+            if lengths != [i + 1 for i in range(s - 1)]:
+                raise ValueError("`a_predictor` must have the shape of `a_lower`.")
         if not np.isclose(np.sum(self.b_sol), 1.0, rtol=1e-10):
             raise ValueError(f"`b_sol` must sum to 1, got {np.sum(self.b_sol)}.")
         if self.b_error is not None:
@@ -80,11 +96,11 @@ class ButcherTableau(eqx.Module):
                 raise ValueError(
                     f"`b_error` must sum to 0, got {np.sum(self.b_error)}."
                 )
-        if self.a_diagonal is not None or self.a_predictor is not None:
-            raise NotImplementedError(
-                "Implicit tableaux (`a_diagonal`, `a_predictor`) are not supported yet; "
-                "use an explicit tableau."
-            )
+
+    @property
+    def implicit(self) -> bool:
+        """Whether some stage is implicit (a non-zero diagonal entry)."""
+        return self.a_diagonal is not None and bool(np.any(self.a_diagonal != 0))
 
     @property
     def num_stages(self) -> int:
@@ -455,8 +471,10 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
 
     tableau: ClassVar[ButcherTableau]
     term_structure: ClassVar = AbstractTerm
+    # First, as in Diffrax (`Kvaerno5(scan_kind, root_finder, ...)`): a subclass's
+    # own fields must then have defaults.
     scan_kind: Literal["lax", "checkpointed", "bounded"] | None = eqx.field(
-        default=None, static=True, kw_only=True
+        default=None, static=True
     )
 
     def __check_init__(self):
@@ -494,6 +512,11 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
         tableau = self.tableau
         if tableau.b_error is None:
             raise ValueError("`AbstractRungeKutta` needs an embedded error estimate.")
+        if tableau.implicit:
+            raise ValueError(
+                "This tableau has implicit stages (`a_diagonal`); subclass "
+                "`AbstractDIRK` (or `AbstractSDIRK`/`AbstractESDIRK`) to solve them."
+            )
         fsal = tableau.fsal
         s = tableau.num_stages
         control = terms.contr(t0, t1)

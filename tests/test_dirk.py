@@ -1,0 +1,226 @@
+"""The diagonally implicit Runge–Kutta methods (`Kvaerno3`, `Kvaerno4`,
+`Kvaerno5`): Diffrax's numbers and step counts, empirical orders on a stiff
+linear system with an exact solution, the Bari stiff problems against their
+published references, gradients through the stage equations, `vmap`,
+float32, and the tableau checks."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+import scipy.linalg
+
+import jaxdiffeq as jd
+from jaxdiffeq.problems import PROBLEMS
+
+SOLVERS = {"Kvaerno3": 3, "Kvaerno4": 4, "Kvaerno5": 5}
+
+
+def _forced(t, y, k):
+    return -k * (y - jnp.cos(t).astype(y.dtype))
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_same_solution_and_steps_as_diffrax(name):
+    y0, k = jnp.array([0.0, 2.0]), jnp.array(1000.0)
+    ours = jd.diffeqsolve(
+        jd.ODETerm(_forced),
+        getattr(jd, name)(),
+        0.0,
+        1.0,
+        0.01,
+        y0,
+        k,
+        stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8),
+    )
+    theirs = diffrax.diffeqsolve(
+        diffrax.ODETerm(_forced),
+        getattr(diffrax, name)(),
+        0.0,
+        1.0,
+        0.01,
+        y0,
+        k,
+        stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8),
+    )
+    assert ours.stats["num_accepted_steps"] == theirs.stats["num_accepted_steps"]
+    assert ours.stats["num_rejected_steps"] == theirs.stats["num_rejected_steps"]
+    # The root finders stop differently (within the tolerance).
+    np.testing.assert_allclose(ours.ys, theirs.ys, rtol=1e-9)
+
+
+# y' = A y with eigenvalues -1 and -1000: stiff, exact solution expm(A t) y0.
+_A = np.array([[-2.0, 1.0], [998.0, -999.0]])
+_Y0 = np.array([1.0, 3.0])
+
+
+def _linear(t, y, args):
+    return jnp.asarray(_A, y.dtype) @ y
+
+
+def _constant_error(name, dt):
+    # (optimistix's Cauchy test also bounds the residual by `atol`, which
+    # rounding of stage values near 250 does not reach below about 1e-13.)
+    tight = optx.Chord(rtol=1e-10, atol=1e-10)
+    solver = getattr(jd, name)(root_finder=tight)
+    sol = jd.diffeqsolve(jd.ODETerm(_linear), solver, 0.0, 1.0, dt, jnp.asarray(_Y0))
+    exact = scipy.linalg.expm(_A) @ _Y0
+    return float(np.max(np.abs(np.asarray(sol.ys[-1]) - exact)))
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_order_on_a_stiff_linear_system(name):
+    # Steps of 1/8 to 1/32, 62 to 16 times the explicit stability limit. (At 1/4
+    # Kvaerno5 is not yet in its asymptotic regime: the error falls 156-fold
+    # from 1/4 to 1/8, 31-fold after.)
+    dts = [1 / 8, 1 / 16, 1 / 32]
+    errors = [_constant_error(name, dt) for dt in dts]
+    order = np.polyfit(np.log(dts), np.log(errors), 1)[0]
+    assert abs(order - SOLVERS[name]) < 0.3, (order, errors)
+
+
+def _scaled_error(problem, solver):
+    sol = jd.diffeqsolve(
+        jd.ODETerm(problem.f),
+        solver,
+        problem.t0,
+        problem.t1,
+        None,
+        problem.y0,
+        problem.args,
+        stepsize_controller=jd.PIDController(rtol=problem.rtol, atol=problem.atol),
+        max_steps=20_000,
+        throw=False,
+    )
+    assert sol.result == jd.RESULTS.successful
+    reference = np.asarray(problem.reference)
+    scale = problem.atol + problem.rtol * np.abs(reference)
+    return float(np.max(np.abs(np.asarray(sol.ys[-1]) - reference) / scale))
+
+
+# The error at t1 in units of the tolerance (atol + rtol |reference|), at each
+# problem's suggested tolerances. Measured with Kvaerno5 (2026-12-07): ROBER
+# 0.016, HIRES 0.43, OREGO 22, VDPOL 0.35, POLLU 0.26; SciPy's Radau at the same
+# tolerances: 0.00015, 0.069, 0.054, 0.0031, 0.0059. (Issue 14 asks for within
+# 10x of Radau's: not yet met on ROBER, OREGO, VDPOL and POLLU.)
+_BARI = ["rober", "hires", "orego", "vdpol", "pollu"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hires",
+        *(pytest.param(n, marks=pytest.mark.slow) for n in _BARI if n != "hires"),
+    ],
+)
+def test_bari_problems_with_kvaerno5(name):
+    assert _scaled_error(PROBLEMS[name], jd.Kvaerno5()) < 50
+
+
+@pytest.mark.slow
+def test_e5_with_kvaerno5():
+    # E5's solution at 1e13 is of size 1e-22; the error is measured against
+    # atol = 1.1e-24 (SciPy's Radau: about 2,500 such units).
+    problem = PROBLEMS["e5"]
+    assert _scaled_error(problem, jd.Kvaerno5()) < 2_000
+
+
+def _loss(k, y0, adjoint):
+    solver = jd.Kvaerno5(root_finder=optx.Chord(rtol=1e-12, atol=1e-12))
+    sol = jd.diffeqsolve(
+        jd.ODETerm(_forced),
+        solver,
+        0.0,
+        0.5,
+        0.05,
+        y0,
+        k,
+        adjoint=adjoint,
+        saveat=jd.SaveAt(ts=jnp.linspace(0.1, 0.5, 5)),
+    )
+    return jnp.sum(sol.ys**2)
+
+
+def test_gradients_through_the_stage_equations():
+    k, y0 = jnp.array(50.0), jnp.array([0.5, -1.0])
+    grad = jax.jit(jax.grad(_loss, argnums=(0, 1)), static_argnums=2)
+    g_k, g_y0 = grad(k, y0, jd.RecursiveCheckpointAdjoint())
+    eps = 1e-5
+    fd_k = (
+        _loss(k + eps, y0, jd.RecursiveCheckpointAdjoint())
+        - _loss(k - eps, y0, jd.RecursiveCheckpointAdjoint())
+    ) / (2 * eps)
+    np.testing.assert_allclose(g_k, fd_k, rtol=1e-6)
+    d_k, d_y0 = grad(k, y0, jd.DirectAdjoint())
+    np.testing.assert_allclose(d_k, g_k, rtol=1e-10)
+    np.testing.assert_allclose(d_y0, g_y0, rtol=1e-10)
+    _, tangent = jax.jvp(
+        lambda k: _loss(k, y0, jd.ForwardMode()), (k,), (jnp.ones(()),)
+    )
+    np.testing.assert_allclose(tangent, g_k, rtol=1e-8)
+
+
+def test_vmap_over_initial_values_and_parameters():
+    y0s = jnp.array([0.0, 1.0, 3.0])
+    ks = jnp.array([10.0, 100.0, 1000.0])
+
+    def solve(y0, k):
+        return jd.diffeqsolve(
+            jd.ODETerm(_forced),
+            jd.Kvaerno3(),
+            0.0,
+            1.0,
+            0.01,
+            y0,
+            k,
+            stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8),
+        ).ys[-1]
+
+    batched = jax.jit(jax.vmap(solve))(y0s, ks)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], solve(y0s[i], ks[i]), rtol=1e-10)
+
+
+def test_float32():
+    sol = jd.diffeqsolve(
+        jd.ODETerm(_linear),
+        jd.Kvaerno5(),
+        0.0,
+        1.0,
+        0.1,
+        jnp.asarray(_Y0, jnp.float32),
+        stepsize_controller=jd.PIDController(rtol=1e-4, atol=1e-6),
+    )
+    assert sol.ys.dtype == jnp.float32
+    exact = scipy.linalg.expm(_A) @ _Y0
+    np.testing.assert_allclose(sol.ys[-1], exact, rtol=1e-3)
+
+
+def test_tableau_checks():
+    with pytest.raises(ValueError, match="sums to"):
+        jd.ButcherTableau(
+            c=np.array([1.0]),
+            b_sol=np.array([0.5, 0.5]),
+            b_error=np.array([0.5, -0.5]),
+            a_lower=(np.array([1.0]),),
+            a_diagonal=np.array([0.0, 0.5]),
+        )
+    implicit = jd.ButcherTableau(
+        c=np.array([1.0]),
+        b_sol=np.array([0.5, 0.5]),
+        b_error=np.array([0.5, -0.5]),
+        a_lower=(np.array([0.5]),),
+        a_diagonal=np.array([0.0, 0.5]),
+    )
+    assert implicit.implicit and not jd.Tsit5.tableau.implicit
+
+    class NotExplicit(jd.AbstractRungeKutta):
+        tableau = implicit
+        interpolation_cls = jd.ThirdOrderHermitePolynomialInterpolation.from_k
+
+    with pytest.raises(ValueError, match="subclass `AbstractDIRK`"):
+        jd.diffeqsolve(
+            jd.ODETerm(_linear), NotExplicit(), 0.0, 1.0, 0.1, jnp.asarray(_Y0)
+        )
