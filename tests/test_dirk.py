@@ -224,3 +224,29 @@ def test_tableau_checks():
         jd.diffeqsolve(
             jd.ODETerm(_linear), NotExplicit(), 0.0, 1.0, 0.1, jnp.asarray(_Y0)
         )
+
+
+def _callback_field(t, y, args):
+    # A vector field JAX cannot differentiate: a host callback without a JVP rule.
+    return jax.pure_callback(
+        lambda y: -np.asarray(y), jax.ShapeDtypeStruct(y.shape, y.dtype), y
+    )
+
+
+@pytest.mark.parametrize("solver", [jd.ImplicitEuler(), jd.Kvaerno3()])
+def test_vector_field_that_cannot_be_linearised(solver):
+    with pytest.raises(TypeError, match="needs the Jacobian of the vector field"):
+        jd.diffeqsolve(
+            jd.ODETerm(_callback_field),
+            solver,
+            0.0,
+            1.0,
+            0.1,
+            jnp.ones(2),
+            stepsize_controller=jd.PIDController(rtol=1e-4, atol=1e-6),
+        )
+    # An explicit solver does not need it.
+    sol = jd.diffeqsolve(
+        jd.ODETerm(_callback_field), jd.Tsit5(), 0.0, 1.0, 0.1, jnp.ones(2)
+    )
+    np.testing.assert_allclose(sol.ys[-1], np.exp(-1.0), rtol=1e-4)

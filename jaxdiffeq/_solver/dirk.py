@@ -26,7 +26,7 @@ from .._interpolation import ThirdOrderHermitePolynomialInterpolation
 from .._results import RESULTS
 from .._term import AbstractTerm
 from .base import AbstractImplicitSolver
-from .implicit import failed_error, solve_stage
+from .implicit import check_linearisable, failed_error, solve_stage
 from .runge_kutta import AbstractRungeKutta, ButcherTableau
 
 
@@ -93,6 +93,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         made_jump: BoolScalarLike,
     ) -> tuple[Y, Y, DenseInfo, None, RESULTS]:
         del solver_state, made_jump
+        check_linearisable(terms, t0, y0, args)
         tableau = self.tableau
         assert tableau.b_error is not None, "a DIRK method needs an error estimate"
         s = tableau.num_stages

@@ -2,6 +2,7 @@
 its outcome as a `RESULTS` code, and the error estimate of a step whose stage
 equation failed."""
 
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
@@ -43,3 +44,21 @@ def failed_error(y_error, result: RESULTS):
     return jtu.tree_map(
         lambda e: jnp.where(failed, jnp.inf, e).astype(e.dtype), y_error
     )
+
+
+def check_linearisable(terms, t, y, args) -> None:
+    """Raise a clear error, while tracing, if the vector field cannot be
+    linearised (say a `jax.pure_callback` without a JVP rule): the stage
+    equations need its Jacobian. Traces `jax.jvp` abstractly: nothing runs."""
+
+    def tangent():
+        return jax.jvp(lambda y: terms.vf(t, y, args), (y,), (y,))
+
+    try:
+        jax.eval_shape(tangent)
+    except Exception as error:
+        raise TypeError(
+            "An implicit solver needs the Jacobian of the vector field, but "
+            f"`jax.jvp` of it failed ({type(error).__name__}: {error}). Give the "
+            "vector field a JVP rule (`jax.custom_jvp`), or use an explicit solver."
+        ) from error

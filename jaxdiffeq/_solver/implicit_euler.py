@@ -12,7 +12,7 @@ from .._results import RESULTS
 from .._root_finder import with_stepsize_controller_tols
 from .._term import AbstractTerm
 from .base import AbstractAdaptiveSolver, AbstractImplicitSolver
-from .implicit import failed_error, solve_stage
+from .implicit import check_linearisable, failed_error, solve_stage
 
 
 class ImplicitEuler(AbstractImplicitSolver, AbstractAdaptiveSolver):
@@ -81,6 +81,7 @@ class ImplicitEuler(AbstractImplicitSolver, AbstractAdaptiveSolver):
         made_jump: BoolScalarLike,
     ) -> tuple[Y, Y, DenseInfo, None, RESULTS]:
         del solver_state, made_jump
+        check_linearisable(terms, t1, y0, args)
         control = terms.contr(t0, t1)
         k0 = terms.prod(terms.vf(t0, y0, args), control)
 

@@ -1,0 +1,260 @@
+"""Stiff problems: jaxdiffeq's implicit solvers against Diffrax 0.7.2 and SciPy.
+
+Run from the repository root:
+
+    .venv/bin/python bench/stiff.py                 # all problems, work-precision sweep
+    .venv/bin/python bench/stiff.py --quick         # fewer repeats, no sweep
+    .venv/bin/python bench/stiff.py --plot wp.png   # and the work-precision diagram
+
+Issue 14, item 9. For each problem (ROBER, HIRES, POLLU, VDPOL and the 2-D
+Brusselator with 2 x 16^2 states), at its suggested tolerances
+(`jaxdiffeq.problems`): ours `Kvaerno5` against Diffrax's `Kvaerno5`, timed
+after compilation in one interleaved run (paired ratio of the medians, see
+`common.ratio`), their compile times (lowering and XLA compile of a fresh
+function), accepted and rejected steps, and the error at `t1` against the
+reference in units of the tolerance (`atol + rtol |reference|`); SciPy's `Radau`
+and `BDF` at the same tolerances as reference rows (their wall time: plain
+Python, no compilation). With the sweep: each solver of both libraries over
+`rtol` from 1e-3 to 1e-8 (`atol` scaled alike), the error against the time, for
+the work-precision comparison. Prints tables and writes `bench/results/stiff.json`.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_compilation_cache", False)
+
+import diffrax  # noqa: E402
+import numpy as np  # noqa: E402
+from common import environment, ratio, summary, time_interleaved  # noqa: E402
+from scipy.integrate import solve_ivp  # noqa: E402
+
+import jaxdiffeq as jd  # noqa: E402
+from jaxdiffeq.problems import PROBLEMS  # noqa: E402
+
+RESULTS_PATH = Path(__file__).parent / "results" / "stiff.json"
+NAMES = ("rober", "hires", "pollu", "vdpol", "brusselator")
+LIBS = {"ours": jd, "diffrax": diffrax}
+TARGET_RUN, TARGET_COMPILE = 0.5, 0.6  # ours / Diffrax, Kvaerno5 (issue 14)
+SWEEP_SOLVERS = ("Kvaerno3", "Kvaerno5")
+SWEEP_RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+
+
+def solve_fn(lib, problem, solver_name, rtol, atol):
+    """A jitted `y0 -> (y(t1), accepted, rejected, result)`."""
+
+    def solve(y0):
+        sol = lib.diffeqsolve(
+            lib.ODETerm(problem.f),
+            getattr(lib, solver_name)(),
+            problem.t0,
+            problem.t1,
+            None,
+            y0,
+            problem.args,
+            stepsize_controller=lib.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+            throw=False,
+        )
+        return (
+            sol.ys[-1],
+            sol.stats["num_accepted_steps"],
+            sol.stats["num_rejected_steps"],
+            sol.result == lib.RESULTS.successful,
+        )
+
+    return jax.jit(solve)
+
+
+def scaled_error(problem, y1, rtol, atol):
+    if problem.reference_values is None:
+        return None
+    reference = np.asarray(problem.reference_values)
+    return float(
+        np.max(np.abs(np.asarray(y1) - reference) / (atol + rtol * np.abs(reference)))
+    )
+
+
+def compile_time(lib, problem, solver_name, rtol, atol):
+    fn = solve_fn(lib, problem, solver_name, rtol, atol)
+    start = time.perf_counter()
+    fn.lower(problem.y0).compile()
+    return time.perf_counter() - start
+
+
+def scipy_row(problem, method, rtol, atol):
+    f = jax.jit(problem.f)
+    jac = jax.jit(jax.jacfwd(problem.f, argnums=1))
+    start = time.perf_counter()
+    sol = solve_ivp(
+        lambda t, y: np.asarray(f(t, y, problem.args)),
+        (problem.t0, problem.t1),
+        np.asarray(problem.initial_values),
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        jac=lambda t, y: np.asarray(jac(t, y, problem.args)),
+    )
+    return {
+        "time_s": time.perf_counter() - start,
+        "steps": len(sol.t) - 1,
+        "success": bool(sol.success),
+        "error": scaled_error(problem, sol.y[:, -1], rtol, atol),
+    }
+
+
+def case(cfg, name):
+    problem = PROBLEMS[name]
+    rtol, atol = problem.rtol, problem.atol
+    fns = {n: solve_fn(lib, problem, "Kvaerno5", rtol, atol) for n, lib in LIBS.items()}
+    samples, numbers = time_interleaved(fns, problem.y0, cfg.repeats, cfg.min_sample_s)
+    times = {n: summary(s) for n, s in samples.items()}
+    row = {"times": times, "calls_per_sample": numbers, "rtol": rtol, "atol": atol}
+    row["ratio_ours_diffrax"] = ratio(times, "ours", "diffrax")
+    for n, fn in fns.items():
+        y1, accepted, rejected, ok = fn(problem.y0)
+        row[n] = {
+            "accepted": int(accepted),
+            "rejected": int(rejected),
+            "success": bool(ok),
+            "error": scaled_error(problem, y1, rtol, atol),
+        }
+    compiles = {n: [] for n in LIBS}
+    for r in range(cfg.compile_repeats):
+        for n in list(LIBS) if r % 2 == 0 else list(LIBS)[::-1]:
+            compiles[n].append(compile_time(LIBS[n], problem, "Kvaerno5", rtol, atol))
+    row["compile_s"] = {n: float(np.median(c)) for n, c in compiles.items()}
+    row["compile_ratio"] = row["compile_s"]["ours"] / row["compile_s"]["diffrax"]
+    row["scipy"] = {m: scipy_row(problem, m, rtol, atol) for m in ("Radau", "BDF")}
+    return row
+
+
+def sweep(cfg, name):
+    """Error and run time of each solver of both libraries over `SWEEP_RTOLS`."""
+    problem = PROBLEMS[name]
+    scale = problem.atol / problem.rtol
+    points = []
+    for solver_name in SWEEP_SOLVERS:
+        for lib_name, lib in LIBS.items():
+            for rtol in SWEEP_RTOLS:
+                fn = solve_fn(lib, problem, solver_name, rtol, rtol * scale)
+                samples, _ = time_interleaved({"f": fn}, problem.y0, cfg.repeats, 0.0)
+                y1, accepted, _, ok = fn(problem.y0)
+                points.append(
+                    {
+                        "library": lib_name,
+                        "solver": solver_name,
+                        "rtol": rtol,
+                        "time_s": min(samples["f"]),
+                        "success": bool(ok),
+                        "accepted": int(accepted),
+                        "abs_error": float(
+                            np.max(
+                                np.abs(np.asarray(y1) - np.asarray(problem.reference))
+                            )
+                        ),
+                    }
+                )
+    return points
+
+
+def report(results):
+    print(
+        f"\n{'problem':12} {'ours ms':>9} {'Dfx ms':>9} {'run':>5} {'compile':>8} "
+        f"{'steps ours':>11} {'steps Dfx':>10} {'err ours':>9} {'err Dfx':>9} "
+        f"{'Radau ms':>9} {'err':>8} {'BDF ms':>8} {'err':>8}"
+    )
+    for name, r in results.items():
+        t, sp = r["times"], r["scipy"]
+
+        def err(x):
+            return "-" if x is None else f"{x:.2g}"
+
+        print(
+            f"{name:12} {t['ours']['median_s'] * 1e3:9.2f} "
+            f"{t['diffrax']['median_s'] * 1e3:9.2f} "
+            f"{r['ratio_ours_diffrax']['paired']:5.2f} {r['compile_ratio']:8.2f} "
+            f"{r['ours']['accepted']:>5}/{r['ours']['rejected']:<5} "
+            f"{r['diffrax']['accepted']:>4}/{r['diffrax']['rejected']:<5} "
+            f"{err(r['ours']['error']):>9} {err(r['diffrax']['error']):>9} "
+            f"{sp['Radau']['time_s'] * 1e3:9.1f} {err(sp['Radau']['error']):>8} "
+            f"{sp['BDF']['time_s'] * 1e3:8.1f} {err(sp['BDF']['error']):>8}"
+        )
+    print(
+        f"targets (ours / Diffrax, Kvaerno5): run <= {TARGET_RUN}, "
+        f"compile <= {TARGET_COMPILE}; err in units of atol + rtol |reference|"
+    )
+
+
+def plot(path, sweeps):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5 * len(sweeps), 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for k, (name, points) in enumerate(sweeps.items()):
+        ax = fig.add_subplot(1, len(sweeps), k + 1)
+        for i, solver_name in enumerate(SWEEP_SOLVERS):
+            for lib_name, style in (("ours", "-o"), ("diffrax", "--s")):
+                line = [
+                    p
+                    for p in points
+                    if p["solver"] == solver_name
+                    and p["library"] == lib_name
+                    and p["success"]
+                ]
+                ax.loglog(
+                    [p["time_s"] for p in line],
+                    [max(p["abs_error"], 1e-300) for p in line],
+                    style,
+                    color=f"C{i}",
+                    label=f"{lib_name} {solver_name}",
+                    markersize=3,
+                )
+        ax.set_title(name)
+        ax.set_xlabel("run time (s)")
+        ax.set_ylabel("max abs error at t1")
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--problems", default=",".join(NAMES))
+    parser.add_argument("--plot", default=None, help="write the work-precision PNG")
+    args = parser.parse_args()
+    cfg = argparse.Namespace(
+        repeats=3 if args.quick else 7,
+        min_sample_s=0.02,
+        compile_repeats=1 if args.quick else 3,
+    )
+    names = [n for n in args.problems.split(",") if n]
+    results = {}
+    for name in names:
+        print(f"problem {name} ...", flush=True)
+        results[name] = case(cfg, name)
+    report(results)
+    sweeps = {}
+    if not args.quick or args.plot:
+        for name in names:
+            if PROBLEMS[name].reference_values is not None:
+                print(f"sweep {name} ...", flush=True)
+                sweeps[name] = sweep(cfg, name)
+    if args.plot:
+        plot(args.plot, sweeps)
+        print(f"wrote {args.plot}")
+    if not args.quick:
+        RESULTS_PATH.parent.mkdir(exist_ok=True)
+        payload = {"meta": environment(), "cases": results, "sweeps": sweeps}
+        RESULTS_PATH.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {RESULTS_PATH}")
+
+
+if __name__ == "__main__":
+    main()
