@@ -83,7 +83,9 @@ def taken(monkeypatch):
 
 def _grads(fn, *args, linearise, monkeypatch):
     monkeypatch.setattr(_while_backward, "LINEARISE", linearise)
-    # A new function each time: the compiled program depends on the flag.
+    # The compiled program depends on the flag, but the solve's is cached by its
+    # arguments alone (`equinox.filter_jit`): trace it afresh.
+    jax.clear_caches()
     return jax.jit(lambda *a: fn(*a))(*args)
 
 
