@@ -19,7 +19,7 @@ from ._adjoint.implicit import ImplicitAdjoint
 from ._adjoint.recursive import RecursiveCheckpointAdjoint
 from ._adjoint.reversible import ReversibleAdjoint
 from ._controller.base import AbstractStepSizeController
-from ._controller.clip import ClipStepSizeController
+from ._controller.clip import innermost_controller
 from ._controller.pid import PIDController
 from ._solve import diffeqsolve
 from ._solver.base import AbstractSolver, AbstractWrappedSolver, is_directly
@@ -322,19 +322,15 @@ def _solver(solver: AbstractSolver) -> str | None:
 
 
 def _stepsize_controller(stepsize_controller: AbstractStepSizeController):
-    controller = stepsize_controller
     # A wrapping controller cites what it wraps.
-    while isinstance(controller, ClipStepSizeController):
-        controller = controller.controller
+    controller = innermost_controller(stepsize_controller)
     if not isinstance(controller, PIDController):
         return None
     return _entry(_PID)
 
 
 def _initial_step(dt0, stepsize_controller=None):
-    controller = stepsize_controller
-    while isinstance(controller, ClipStepSizeController):
-        controller = controller.controller
+    controller = innermost_controller(stepsize_controller)
     if dt0 is not None or not isinstance(controller, PIDController):
         return None
     return _entry(

@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 import optimistix as optx
 
 from ._controller.base import AbstractAdaptiveStepSizeController
-from ._controller.clip import ClipStepSizeController
+from ._controller.clip import innermost_controller
 
 _FIELDS = ("rtol", "atol", "norm")
 
@@ -56,8 +56,7 @@ def with_stepsize_controller_tols(
 
 
 def _tolerances_of(controller) -> Any:
-    while isinstance(controller, ClipStepSizeController):
-        controller = controller.controller
+    controller = innermost_controller(controller)
     return (
         controller
         if isinstance(controller, AbstractAdaptiveStepSizeController)

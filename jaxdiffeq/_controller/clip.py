@@ -178,3 +178,11 @@ class ClipStepSizeController(AbstractStepSizeController):
         )
         state = (inner_state, jnp.asarray(next_ends_at_jump))
         return keep, next_t0, next_t1, made_jump, state, result
+
+
+def innermost_controller(controller):
+    """The controller that proposes the steps: `controller`, or the one that a
+    (possibly nested) `ClipStepSizeController` wraps."""
+    while isinstance(controller, ClipStepSizeController):
+        controller = controller.controller
+    return controller

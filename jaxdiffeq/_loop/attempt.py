@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._controller.base import AbstractAdaptiveStepSizeController
-from .._controller.clip import ClipStepSizeController
+from .._controller.clip import innermost_controller
 from .._misc import all_finite, lane_mask, where
 from .._results import RESULTS
 from .._solver.implicit import RETRYABLE
@@ -108,7 +108,7 @@ def _retried(env: Env, y_error, solver_result):
     and retries it with a smaller one, so the code is dropped there; with any
     other controller (constant steps) the solve stops with it."""
     if y_error is None or not isinstance(
-        _innermost(env.controller), AbstractAdaptiveStepSizeController
+        innermost_controller(env.controller), AbstractAdaptiveStepSizeController
     ):
         return solver_result
     if not isinstance(solver_result, RESULTS):
@@ -117,12 +117,6 @@ def _retried(env: Env, y_error, solver_result):
     for code in RETRYABLE:
         retryable = retryable | (solver_result == code)
     return RESULTS.where(retryable, RESULTS.successful, solver_result)
-
-
-def _innermost(controller):
-    while isinstance(controller, ClipStepSizeController):
-        controller = controller.controller
-    return controller
 
 
 def attempt_step(
