@@ -111,18 +111,7 @@ def _linear_fns(spec: Spec, env_def, active: Active, final_buffers, env_leaves):
         f = body_of_leaves(spec, leaves, env_leaves, env_def, active, with_state=True)
         return carry_in, f
 
-    def lin(state):
-        carry_in, f = carry_of(state)
-
-        def g(c) -> tuple[Any, Any]:
-            out = f(c, env_in)
-            assert isinstance(out, tuple)  # `with_state=True`
-            return out
-
-        _, pull, new_state = jax.vjp(g, carry_in, has_aux=True)
-        return new_state, pull
-
-    def lin_full(state):
+    def linearise(state, with_env: bool):
         carry_in, f = carry_of(state)
 
         def g(c, e) -> tuple[Any, Any]:
@@ -130,8 +119,17 @@ def _linear_fns(spec: Spec, env_def, active: Active, final_buffers, env_leaves):
             assert isinstance(out, tuple)  # `with_state=True`
             return out
 
-        _, pull, new_state = jax.vjp(g, carry_in, env_in, has_aux=True)
+        if with_env:
+            _, pull, new_state = jax.vjp(g, carry_in, env_in, has_aux=True)
+        else:
+            _, pull, new_state = jax.vjp(lambda c: g(c, env_in), carry_in, has_aux=True)
         return new_state, pull
+
+    def lin(state):
+        return linearise(state, with_env=False)
+
+    def lin_full(state):
+        return linearise(state, with_env=True)
 
     def env_pull(states, cts):
         def block(env_in):
