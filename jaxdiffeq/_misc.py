@@ -189,6 +189,11 @@ def tree_zeros_like(tree):
     return jtu.tree_map(jnp.zeros_like, tree)
 
 
+def tree_add(a, b):
+    """`a + b`, leaf by leaf."""
+    return jtu.tree_map(jnp.add, a, b)
+
+
 def tree_nbytes(tree) -> int:
     """The bytes of the leaves of `tree` (arrays or `jax.ShapeDtypeStruct`s)."""
     return sum(

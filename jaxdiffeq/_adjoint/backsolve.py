@@ -20,7 +20,7 @@ from .._controller.constant import ConstantStepSize
 from .._custom_types import Args, RealScalarLike, Y
 from .._errors import UnsupportedError
 from .._loop import State, layout
-from .._misc import stop_integer_tangents, widest_dtype, zero_cotangent
+from .._misc import stop_integer_tangents, tree_add, widest_dtype, zero_cotangent
 from .._saveat import SaveAt, SubSaveAt, save_y
 from .._solver.base import AbstractSolver
 from .._term import AbstractTerm, ODETerm, _DirectedTerm
@@ -235,10 +235,6 @@ def _tree_dot(a, b):
     return total
 
 
-def _tree_add(a, b):
-    return jtu.tree_map(jnp.add, a, b)
-
-
 class _Events(eqx.Module):
     """The saved outputs as the backward solve sees them, one row each: the
     time (forward axis), the forward state there, and the output's cotangent
@@ -303,7 +299,7 @@ def _sub_events(sub, lay, save_state, ct_state, states_at_ts, kw, t_end, y_end):
         ct_rows = _slice(ct_state.ys, lay.offset_t1, lay.offset_t1 + 1)
         c_y, c_t = pull(t_end[None], one(y_end), ct_rows)
         rows.append((t_end[None], one(y_end), c_y, c_t, jnp.ones(1, bool)))
-    c_args = functools.reduce(_tree_add, pulled_args) if pulled_args else None
+    c_args = functools.reduce(tree_add, pulled_args) if pulled_args else None
     return rows, t0_row, c_args
 
 
@@ -346,7 +342,7 @@ def _events(kw, num_subs, final, ct_final):
         return jnp.concatenate(xs)
 
     parts = (jtu.tree_map(cat, *part) for part in zip(*rows))
-    c_args = functools.reduce(_tree_add, c_args) if c_args else None
+    c_args = functools.reduce(tree_add, c_args) if c_args else None
     return _Events(*parts), ts_index, t0_rows, c_args
 
 
@@ -445,7 +441,7 @@ def _backsolve(kw, num_subs, final, ct_final, settings):
         a, g, t_prev, y_prev = carry
         t_k, y_k, c_k = row
         _, a, g = back((y_prev, a, g), t_prev, t_k)
-        return (_tree_add(a, c_k), g, t_k, y_k), None
+        return (tree_add(a, c_k), g, t_k, y_k), None
 
     first = jtu.tree_map(lambda x: x[0], states)
     start = (jtu.tree_map(jnp.zeros_like, y0), jtu.tree_map(jnp.zeros_like, theta))
@@ -458,7 +454,7 @@ def _backsolve(kw, num_subs, final, ct_final, settings):
     grads["t0"] = -_tree_dot(a, _field(t0, y0, theta, theta_static)).astype(time_dtype)
     for c_y0, c_t0 in t0_rows:
         grads["t0"] = grads["t0"] + c_t0[0]
-        a = _tree_add(a, jtu.tree_map(lambda c: c[0], c_y0))
+        a = tree_add(a, jtu.tree_map(lambda c: c[0], c_y0))
     grads["y0"] = a
     g_terms, g_args = g
     if c_args is not None:

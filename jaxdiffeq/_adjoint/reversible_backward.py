@@ -18,6 +18,7 @@ from .._loop import t1_row_written, value_in_step
 from .._misc import (
     lane_rows,
     lane_where,
+    tree_add,
     tree_zeros_like,
     where,
 )
@@ -75,10 +76,6 @@ def reverse_core(static: Static, lanes, theta_diff, theta_other, sum_shared):
         return (lane_ct, theta_ct), out_batched
 
     return core(lanes, theta_diff, theta_other)
-
-
-def _add(a, b):
-    return jtu.tree_map(jnp.add, a, b)
 
 
 class _Backward:
@@ -249,7 +246,7 @@ def _pull_final_rows(bw: _Backward, lanes, theta_ct):
             dy, dth = bw.pull_saved(
                 i, lanes["tend"], lanes["y"], ct_row, lanes["direction"]
             )
-            y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
+            y_ct, theta_ct = tree_add(y_ct, dy), tree_add(theta_ct, dth)
     time_of = functools.partial(_time_of, lanes)
     return _pull_steps_rows(
         static, lanes, n, lanes["y"], time_of, y_ct, theta_ct, bw.pull_saved
@@ -300,7 +297,7 @@ def _backward_body(bw: _Backward, lanes, backward_step, carry):
         new_ts_ct.append(ts_ct_i)
     x_prev_ct, theta_step_ct = pull_step((y1_ct, s1_ct), dense_ct)
     if pending is None:
-        theta_ct = _add(theta_ct, theta_step_ct)
+        theta_ct = tree_add(theta_ct, theta_step_ct)
     else:  # recorded, pulled back with the block (`reversible_coupled`)
         theta_ct, pending = bw.deferral.absorb(theta_ct, pending, theta_step_ct)
     y_prev_ct, s_prev_ct = x_prev_ct
@@ -351,7 +348,7 @@ def _pull_t0_rows(bw: _Backward, lanes, y0_ct, theta_ct):
             lanes["ys_ct"][i],
         )
         dy, dth = bw.pull_saved(i, lanes["t0"], lanes["y0"], ct_out, lanes["direction"])
-        y0_ct, theta_ct = _add(y0_ct, dy), _add(theta_ct, dth)
+        y0_ct, theta_ct = tree_add(y0_ct, dy), tree_add(theta_ct, dth)
     return y0_ct, theta_ct
 
 
@@ -408,7 +405,7 @@ def _pull_steps_rows(static, lanes, count, y, time_of, y_ct, theta_ct, pull_save
         ct_row = lane_rows(lanes["ys_ct"][i], row)
         ct_row = lane_where(due, ct_row, tree_zeros_like(ct_row))
         dy, dth = pull_saved(i, time_of(count), y, ct_row, lanes["direction"])
-        y_ct, theta_ct = _add(y_ct, dy), _add(theta_ct, dth)
+        y_ct, theta_ct = tree_add(y_ct, dy), tree_add(theta_ct, dth)
     return y_ct, theta_ct
 
 
@@ -439,9 +436,9 @@ def _pull_ts_rows(i, lay, lanes, active, ta, tb, dense, y1, sub_ts, acc, bw):
         d_t = where(live, d_t + ct_time, 0)
         ts_ct = ts_ct.at[jnp.arange(ts_ct.shape[0]), jj].add(d_t)
         acc = (
-            _add(dense_ct, d_dense),
-            _add(y1_ct, d_y1),
-            _add(theta_ct, d_theta),
+            tree_add(dense_ct, d_dense),
+            tree_add(y1_ct, d_y1),
+            tree_add(theta_ct, d_theta),
             ts_ct,
         )
         return j + live.astype(j.dtype), acc

@@ -23,7 +23,7 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from .._misc import lane_where, tree_nbytes, tree_zeros_like
+from .._misc import lane_where, tree_add, tree_nbytes, tree_zeros_like
 
 # Steps whose parameter cotangents are pulled back together.
 BLOCK = 32
@@ -133,7 +133,7 @@ class Deferral:
         count = count + 1
 
         def flush(theta_ct):
-            return _add(theta_ct, self.pull(count, rows)), jnp.zeros_like(count)
+            return tree_add(theta_ct, self.pull(count, rows)), jnp.zeros_like(count)
 
         theta_ct, count = lax.cond(
             count == BLOCK, flush, lambda t: (t, count), theta_ct
@@ -145,7 +145,7 @@ class Deferral:
         count, rows = pending
         return lax.cond(
             count > 0,
-            lambda t: _add(t, self.pull(count, rows)),
+            lambda t: tree_add(t, self.pull(count, rows)),
             lambda t: t,
             theta_ct,
         )
@@ -189,7 +189,3 @@ def deferral(solver, vm, theta, theta_diff, theta_other, lanes):
     if BLOCK * tree_nbytes(example) > tree_nbytes(theta_diff) // MEMORY_SHARE:
         return None
     return step, Deferral(solver, vm, theta, theta_diff, theta_other, example)
-
-
-def _add(a, b):
-    return jtu.tree_map(jnp.add, a, b)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
+from .._misc import tree_add
 from .._results import RESULTS
 from .._term import AbstractTerm
 from .base import AbstractImplicitSolver
@@ -52,10 +53,6 @@ def _combine(weights, ks, like):
         ks,
         like,
     )
-
-
-def _add(a, b):
-    return jtu.tree_map(jnp.add, a, b)
 
 
 class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
@@ -129,7 +126,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         def stage(carry, xs):
             ks, code = carry
             i, a_row, d, p_row, node = xs
-            base = _add(y0, _combine(a_row, ks, y0))
+            base = tree_add(y0, _combine(a_row, ks, y0))
             k, found = implicit_stage(t0 + node * h, base, d, _combine(p_row, ks, y0))
             ks = jtu.tree_map(lambda b, x: b.at[i].set(x), ks, k)
             code = jnp.where(code == 0, found.value, code)
@@ -145,7 +142,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         )
         (ks, code), _ = lax.scan(stage, (ks, result.value), xs)
         result = RESULTS(code)
-        y1 = _add(y0, _combine(tableau.b_sol, ks, y0))
+        y1 = tree_add(y0, _combine(tableau.b_sol, ks, y0))
         y_error = failed_error(_combine(tableau.b_error, ks, y0), result)
         dense_info = dict(y0=y0, y1=y1, k=ks)
         return y1, y_error, dense_info, None, result

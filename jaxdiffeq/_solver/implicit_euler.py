@@ -8,6 +8,7 @@ import optimistix as optx
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import LocalLinearInterpolation
+from .._misc import tree_add
 from .._results import RESULTS
 from .._root_finder import with_stepsize_controller_tols
 from .._term import AbstractTerm
@@ -86,14 +87,14 @@ class ImplicitEuler(AbstractImplicitSolver, AbstractAdaptiveSolver):
         k0 = terms.prod(terms.vf(t0, y0, args), control)
 
         def residual(z, _):
-            y1 = jtu.tree_map(lambda y, d: y + d, y0, z)
+            y1 = tree_add(y0, z)
             k1 = terms.prod(terms.vf(t1, y1, args), control)
             return jtu.tree_map(lambda a, b: a - b, z, k1)
 
         z, result = solve_stage(
             residual, k0, self.root_finder, self.root_find_max_steps
         )
-        y1 = jtu.tree_map(lambda y, d: y + d, y0, z)
+        y1 = tree_add(y0, z)
         y_error = jtu.tree_map(lambda a, b: 0.5 * (a - b), z, k0)
         dense_info = dict(y0=y0, y1=y1)
         return y1, failed_error(y_error, result), dense_info, None, result
