@@ -87,10 +87,8 @@ from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston
 from ._solver.reversible import Reversible as Reversible
 from ._solver.reversible_heun import ReversibleHeun as ReversibleHeun
-from ._solver.runge_kutta import (
-    AbstractRungeKutta as AbstractRungeKutta,
-    ButcherTableau as ButcherTableau,
-)
+from ._solver.butcher import ButcherTableau as ButcherTableau
+from ._solver.runge_kutta import AbstractRungeKutta as AbstractRungeKutta
 from ._solver.semi_implicit_euler import SemiImplicitEuler as SemiImplicitEuler
 from ._solver.tsit5 import Tsit5 as Tsit5
 from ._term import (

@@ -6,7 +6,8 @@ import numpy as np
 
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
 from .._term import AbstractTerm
-from .runge_kutta import AbstractRungeKutta, ButcherTableau
+from .butcher import ButcherTableau
+from .runge_kutta import AbstractRungeKutta
 
 # Coefficients: Bogacki & Shampine (1989). b_error = b_sol - b_embedded, with the
 # second-order embedded weights (7/24, 1/4, 1/3, 1/8).

@@ -27,8 +27,9 @@ from .._misc import tree_add
 from .._results import RESULTS
 from .._term import AbstractTerm
 from .base import AbstractImplicitSolver
+from .butcher import ButcherTableau
 from .implicit import check_linearisable, failed_error, solve_stage
-from .runge_kutta import AbstractRungeKutta, ButcherTableau
+from .runge_kutta import AbstractRungeKutta
 
 
 def _predictor(tableau: ButcherTableau) -> np.ndarray:

@@ -6,7 +6,8 @@ import numpy as np
 
 from .._interpolation import AbstractStagePolynomialInterpolation
 from .._term import AbstractTerm
-from .runge_kutta import AbstractRungeKutta, ButcherTableau
+from .butcher import ButcherTableau
+from .runge_kutta import AbstractRungeKutta
 
 # Coefficients: Dormand & Prince (1980), the pair RK5(4)7M. The last row of `a`
 # repeats `b_sol`: first same as last. The embedded fourth-order weights are not

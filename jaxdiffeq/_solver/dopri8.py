@@ -6,7 +6,8 @@ import numpy as np
 
 from .._interpolation import AbstractStagePolynomialInterpolation
 from .._term import AbstractTerm
-from .runge_kutta import AbstractRungeKutta, ButcherTableau
+from .butcher import ButcherTableau
+from .runge_kutta import AbstractRungeKutta
 
 # Coefficients: Prince & Dormand (1981), RK8(7)13M, in their published rational
 # approximations; the same doubles as Diffrax's `Dopri8`, so step sequences match.

@@ -8,8 +8,8 @@ import optimistix as optx
 
 from .._root_finder import default_root_finder
 from .._term import AbstractTerm
+from .butcher import ButcherTableau
 from .dirk import AbstractESDIRK
-from .runge_kutta import ButcherTableau
 
 # Coefficients: A. Kværnø, "Singly diagonally implicit Runge–Kutta methods with
 # an explicit first stage", BIT Numerical Mathematics 44 (2004), 489–502: the

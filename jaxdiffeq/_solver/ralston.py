@@ -6,7 +6,8 @@ import numpy as np
 
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
 from .._term import AbstractTerm
-from .runge_kutta import AbstractRungeKutta, ButcherTableau
+from .butcher import ButcherTableau
+from .runge_kutta import AbstractRungeKutta
 
 # Coefficients: the standard two-stage tableau; the error estimate compares with
 # the embedded explicit Euler step (first order).

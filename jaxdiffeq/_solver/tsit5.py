@@ -6,7 +6,8 @@ import numpy as np
 
 from .._interpolation import AbstractStagePolynomialInterpolation
 from .._term import AbstractTerm
-from .runge_kutta import AbstractRungeKutta, ButcherTableau
+from .butcher import ButcherTableau
+from .runge_kutta import AbstractRungeKutta
 
 # Coefficients: Tsitouras (2011), Table 1, written with more digits than float64
 # holds; they round to the same doubles as Diffrax's `Tsit5`, so step sequences
