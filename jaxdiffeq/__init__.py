@@ -68,6 +68,11 @@ from ._solver.base import (
     AbstractWrappedSolver as AbstractWrappedSolver,
 )
 from ._solver.bosh3 import Bosh3 as Bosh3
+from ._solver.butcher import (
+    ButcherTableau as ButcherTableau,
+    MultiButcherTableau as MultiButcherTableau,
+)
+from ._solver.calculate_jacobian import CalculateJacobian as CalculateJacobian
 from ._solver.dirk import (
     AbstractDIRK as AbstractDIRK,
     AbstractESDIRK as AbstractESDIRK,
@@ -79,6 +84,9 @@ from ._solver.euler import Euler as Euler
 from ._solver.half import HalfSolver as HalfSolver
 from ._solver.heun import Heun as Heun
 from ._solver.implicit_euler import ImplicitEuler as ImplicitEuler
+from ._solver.kencarp3 import KenCarp3 as KenCarp3
+from ._solver.kencarp4 import KenCarp4 as KenCarp4
+from ._solver.kencarp5 import KenCarp5 as KenCarp5
 from ._solver.kvaerno3 import Kvaerno3 as Kvaerno3
 from ._solver.kvaerno4 import Kvaerno4 as Kvaerno4
 from ._solver.kvaerno5 import Kvaerno5 as Kvaerno5
@@ -87,15 +95,21 @@ from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston
 from ._solver.reversible import Reversible as Reversible
 from ._solver.reversible_heun import ReversibleHeun as ReversibleHeun
-from ._solver.butcher import ButcherTableau as ButcherTableau
+from ._solver.rodas5p import Rodas5P as Rodas5P
+from ._solver.rosenbrock import (
+    AbstractRosenbrock as AbstractRosenbrock,
+    RosenbrockTableau as RosenbrockTableau,
+)
 from ._solver.runge_kutta import AbstractRungeKutta as AbstractRungeKutta
 from ._solver.semi_implicit_euler import SemiImplicitEuler as SemiImplicitEuler
+from ._solver.sil3 import Sil3 as Sil3
 from ._solver.tsit5 import Tsit5 as Tsit5
 from ._term import (
     AbstractTerm as AbstractTerm,
     MultiTerm as MultiTerm,
     ODETerm as ODETerm,
 )
+from ._verychord import VeryChord as VeryChord
 from ._while import while_loop as while_loop
 
 AbstractERK = AbstractRungeKutta

@@ -168,6 +168,20 @@ def where(pred, on_true, on_false):
     return lax.select(pred, prepare(on_true), prepare(on_false))
 
 
+def lanes_cond(need, make, x):
+    """`make(x)` where `need`, else `x` (a tree). A `lax.cond` on whether any
+    lane needs it, so that under `vmap` nothing is computed when no lane does
+    (a plain `lax.cond` on a batched predicate computes both branches), with the
+    lanes that do not keeping their own value. Differentiable in both modes."""
+
+    def update(x):
+        new = make(x)
+        keep = need & lane_mask(need)
+        return jtu.tree_map(lambda a, b: where(keep, a, b), new, x)
+
+    return lax.cond(any_lane(need), update, lambda x: x, x)
+
+
 def lane_where(pred, new, old):
     """Per-lane select between two trees whose leaves have a leading lane axis:
     `pred` has shape `(lanes,)`."""

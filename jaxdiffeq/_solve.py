@@ -314,6 +314,7 @@ def _solution(
         num_rejected_steps=final.step.num_rejected_steps,
         max_steps=max_steps,
     )
+    stats.update(solver.stats(final.step.solver_state))
     if throw:
         ts, ys, interpolation, stats = result.raise_if_failed(
             (ts, ys, interpolation, stats)

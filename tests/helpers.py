@@ -6,8 +6,10 @@ Adding an explicit Runge–Kutta method means adding one entry to `SOLVERS`.
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.integrate import solve_ivp
 
 import jaxdiffeq as jd
 
@@ -118,3 +120,21 @@ def output_rows(ts, times) -> np.ndarray:
         rows.append(int(after[0]))
     rows.append(int(finite[-1]))
     return np.asarray(rows)
+
+
+def radau_at_t1(problem, rtol, atol):
+    """SciPy's Radau IIA (an independent implementation) at `t1`, with the
+    Jacobian of `problem.f` by `jax.jacfwd`."""
+    f = jax.jit(problem.f)
+    jac = jax.jit(jax.jacfwd(problem.f, argnums=1))
+    sol = solve_ivp(
+        lambda t, y: np.asarray(f(t, y, problem.args)),
+        (problem.t0, problem.t1),
+        np.asarray(problem.initial_values, dtype=np.float64),
+        method="Radau",
+        jac=lambda t, y: np.asarray(jac(t, y, problem.args)),
+        rtol=rtol,
+        atol=atol,
+    )
+    assert sol.status == 0, sol.message
+    return sol.y[:, -1]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import radau_at_t1
 from scipy.integrate import solve_ivp
 from scipy.special import ellipj, ellipk
 
@@ -198,24 +199,6 @@ def test_solves_with_jaxdiffeq(name):
     assert error < 1e-5
 
 
-def _radau(problem, rtol, atol):
-    """SciPy's Radau IIA (an independent implementation) at `t1`, with the
-    Jacobian of `problem.f` by `jax.jacfwd`."""
-    f = jax.jit(problem.f)
-    jac = jax.jit(jax.jacfwd(problem.f, argnums=1))
-    sol = solve_ivp(
-        lambda t, y: np.asarray(f(t, y, problem.args)),
-        (problem.t0, problem.t1),
-        np.asarray(problem.initial_values, dtype=np.float64),
-        method="Radau",
-        jac=lambda t, y: np.asarray(jac(t, y, problem.args)),
-        rtol=rtol,
-        atol=atol,
-    )
-    assert sol.status == 0, sol.message
-    return sol.y[:, -1]
-
-
 @pytest.mark.parametrize(
     "name, atol",
     [("rober", 1e-20), ("hires", 1e-14), ("orego", 1e-10), ("vdpol", 1e-10)],
@@ -227,7 +210,7 @@ def test_stiff_reference_matches_radau(name, atol):
     problem = PROBLEMS[name]
     assert problem.stiff and problem.reference_values is not None
     published = np.asarray(problem.reference_values)
-    ours = _radau(problem, rtol=1e-10, atol=atol)
+    ours = radau_at_t1(problem, rtol=1e-10, atol=atol)
     np.testing.assert_allclose(ours, published, rtol=1e-7, atol=1e-3 * atol)
 
 
@@ -235,7 +218,7 @@ def test_stiff_reference_matches_radau(name, atol):
 def test_pollu_reference_matches_radau():
     problem = PROBLEMS["pollu"]
     published = np.asarray(problem.reference_values)
-    ours = _radau(problem, rtol=1e-10, atol=1e-20)
+    ours = radau_at_t1(problem, rtol=1e-10, atol=1e-20)
     np.testing.assert_allclose(ours, published, rtol=1e-6, atol=1e-22)
 
 

@@ -177,7 +177,10 @@ def attempt_step(
         if cfg.can_jump
         else None,
         solver_state=tree_where(
-            accept, new_solver_state, step.solver_state, cfg.cond_size
+            advance if env.solver.keeps_state_on_reject else accept,
+            new_solver_state,
+            step.solver_state,
+            cfg.cond_size,
         ),
         controller_state=tree_where(
             advance, new_controller_state, step.controller_state, cfg.cond_size

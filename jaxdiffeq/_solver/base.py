@@ -86,6 +86,16 @@ class AbstractSolver(eqx.Module, **_metaclass):
 
     term_structure: ClassVar[Any]
     interpolation_cls: ClassVar[Callable[..., AbstractLocalInterpolation]]
+    # Whether the state `step` returns is kept after a rejected step too (a cache
+    # valid at the step's start, such as a Jacobian), not only after an accepted
+    # one (which a first-same-as-last stage needs).
+    keeps_state_on_reject: ClassVar[bool] = False
+
+    def stats(self, solver_state: SolverState) -> dict[str, Any]:
+        """Counts the method keeps in its final state, added to `Solution.stats`
+        (e.g. the implicit methods' `num_jacobians`)."""
+        del solver_state
+        return {}
 
     def order(self, terms: PyTree[AbstractTerm]) -> int | None:
         """The order of convergence on ODEs (`None` if not meaningful)."""

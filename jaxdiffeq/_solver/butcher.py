@@ -108,3 +108,38 @@ class ButcherTableau(eqx.Module):
     def nodes(self) -> np.ndarray:
         """All `s` nodes, `c1` first."""
         return np.concatenate([[self.c1], np.asarray(self.c, dtype=float)])
+
+
+class MultiButcherTableau(eqx.Module):
+    """The pair of tableaux of an implicit–explicit (IMEX) Runge–Kutta method:
+    `MultiButcherTableau(explicit, implicit)`, the first for the non-stiff term
+    and the second (with `a_diagonal`) for the stiff one of
+    `MultiTerm(explicit_term, implicit_term)`. Both have the same number of
+    stages and the same nodes.
+
+    With stages `k^E_i` (explicit term) and `k^I_i` (implicit term), stage `i` is
+    evaluated at `y0 + sum_{j<i} (aE_ij k^E_j + aI_ij k^I_j) + dI_i k^I_i`, and
+    `y1 = y0 + sum_i (bE_i k^E_i + bI_i k^I_i)` (likewise the error estimate).
+    """
+
+    tableaus: tuple[ButcherTableau, ButcherTableau]
+
+    def __init__(self, *tableaus: ButcherTableau):
+        if len(tableaus) != 2:
+            raise ValueError(
+                "`MultiButcherTableau` takes two tableaux (explicit, implicit); "
+                f"got {len(tableaus)}."
+            )
+        explicit, implicit = tableaus
+        if explicit.implicit:
+            raise ValueError("The first (explicit) tableau has a diagonal.")
+        if explicit.num_stages != implicit.num_stages or not np.allclose(
+            explicit.nodes(), implicit.nodes(), rtol=1e-10, atol=1e-12
+        ):
+            raise ValueError(
+                "The explicit and implicit tableaux of an IMEX method need the "
+                "same number of stages and the same nodes."
+            )
+        if (explicit.b_error is None) != (implicit.b_error is None):
+            raise ValueError("Both tableaux need an error estimate, or neither.")
+        self.tableaus = (explicit, implicit)

@@ -1,73 +1,147 @@
-"""Diagonally implicit Runge–Kutta methods (DIRK, SDIRK, ESDIRK) driven by a
-Butcher tableau with a diagonal (`ButcherTableau.a_diagonal`).
+"""Diagonally implicit Runge–Kutta methods (DIRK, SDIRK, ESDIRK) and their
+implicit–explicit (IMEX) form, driven by a Butcher tableau with a diagonal
+(`ButcherTableau.a_diagonal`), or a `MultiButcherTableau` for IMEX.
 
-Stage `i` solves `k_i = h f(t0 + c_i h, y0 + sum_{j<i} a_ij k_j + a_ii k_i)`
-for its increment `k_i` with the solver's `optimistix` root finder, from the
-guess `sum_{j<i} p_ij k_j` (`a_predictor`; by default the previous stage's
-increment). The stages after the first run in a `lax.scan`, so the vector field
-and the root finder are traced once whatever the number of stages (compile
-time). A stage equation that fails makes the error estimate infinite and
-returns its `RESULTS` code (see `implicit.solve_stage`).
+The step works on the flattened state (`jax.flatten_util.ravel_pytree`): the
+stage equations' matrices are dense `n x n` ones. How a stage equation is
+solved depends on the root finder:
 
-Not yet here (issue 14): the Jacobian computed once per step and reused across
-its stages and across steps; for now each stage's root finder (`optimistix.Chord`
-by default) computes it at its initial guess.
+* `VeryChord` with a dense linear solver (the default): the Jacobian and the
+  factorisation of `I - gamma h J` live in the solver state and are reused
+  across stages and steps (`newton_matrix.py` says when they are remade); a
+  chord iteration that fails with a kept Jacobian remakes it and retries the
+  step before it is rejected.
+* with another `lineax` solver (say the Jacobian-free `lineax.GMRES`), or any
+  other `optimistix` root finder: the root finder is called on each stage from
+  its guess and linearises there itself. (A linearisation made once per step
+  cannot be handed to it: `optimistix.root_find` differentiates through its
+  `options`, and a `jax.linearize` closure is not an array.)
+
+A stage equation that fails makes the error estimate infinite and returns its
+`RESULTS` code (see `implicit.solve_stage`).
 """
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import equinox as eqx
+import jax
 import jax.lax as lax
 import jax.numpy as jnp
-import jax.tree_util as jtu
+import lineax as lx
 import numpy as np
+import optimistix as optx
+from jax.flatten_util import ravel_pytree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import ThirdOrderHermitePolynomialInterpolation
-from .._misc import tree_add
+from .._misc import lanes_cond
 from .._results import RESULTS
-from .._term import AbstractTerm
+from .._root_finder import default_root_finder
+from .._term import AbstractTerm, MultiTerm
+from .._verychord import VeryChord, VeryChordState
+from . import newton_matrix as nm
 from .base import AbstractImplicitSolver
-from .butcher import ButcherTableau
-from .implicit import check_linearisable, failed_error, solve_stage
+from .butcher import ButcherTableau, MultiButcherTableau
+from .calculate_jacobian import CalculateJacobian
+from .dirk_stages import Stages, combine, diagonal, run_stages
+from .implicit import check_linearisable, failed_error, solve_stage_state
 from .runge_kutta import AbstractRungeKutta
 
 
-def _predictor(tableau: ButcherTableau) -> np.ndarray:
-    """The `(s, s)` strictly lower-triangular matrix of initial guesses."""
-    s = tableau.num_stages
-    p = np.zeros((s, s))
-    if tableau.a_predictor is None:
-        for i in range(1, s):
-            p[i, i - 1] = 1.0
-    else:
-        for i, row in enumerate(tableau.a_predictor):
-            p[i + 1, : i + 1] = row
-    return p
+def _flat_increment(term: AbstractTerm, control, args, unravel):
+    def g(t, v):
+        return ravel_pytree(term.vf_prod(t, unravel(v), args, control))[0]
+
+    return g
 
 
-def _combine(weights, ks, like):
-    """`sum_j weights[j] ks[j]` for every leaf (stage axis first)."""
-    return jtu.tree_map(
-        lambda k, y: jnp.tensordot(jnp.asarray(weights).astype(k.dtype), k, 1).astype(
-            y.dtype
-        ),
-        ks,
-        like,
+def _residual(g, t, base, d):
+    def residual(k, _):
+        return k - g(t, base + d.astype(base.dtype) * k)
+
+    return residual
+
+
+def _stiffly_accurate(tableau: ButcherTableau) -> bool:
+    """Whether the last stage is evaluated at `(t1, y1)`."""
+    return (
+        tableau.nodes()[-1] == 1.0
+        and np.allclose(tableau.a_matrix()[-1, :-1], tableau.b_sol[:-1], atol=1e-15)
+        and np.isclose(diagonal(tableau)[-1], tableau.b_sol[-1], atol=1e-15)
     )
 
 
 class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
     """A diagonally implicit Runge–Kutta method defined by its class variable
-    `tableau` (with `a_diagonal`), for stiff problems. A new method is a
-    subclass that sets `tableau`, `order` and the fields `root_finder` and
-    `root_find_max_steps`; see `Kvaerno3`.
+    `tableau` (a `ButcherTableau` with `a_diagonal`; a `MultiButcherTableau` for
+    an IMEX method, whose terms are `MultiTerm(explicit_term, implicit_term)`),
+    for stiff problems. A new method is a subclass that sets `tableau`, `order`,
+    `calculate_jacobian` and the fields `root_finder` and `root_find_max_steps`;
+    see `Kvaerno3`.
 
-    Dense output is the cubic Hermite interpolant between the step's ends, with
-    the first and last stages as end slopes (exact for the stiffly accurate
-    methods here, whose last stage is evaluated at `(t1, y1)`).
+    **Arguments** (after `scan_kind`, as in Diffrax):
+
+    - `root_finder`: an `optimistix` root finder for the stage equations;
+      default `VeryChord` with the step-size controller's tolerances
+      (`with_stepsize_controller_tols`).
+    - `root_find_max_steps`: the most chord iterations of one stage equation
+      (default 10).
+
+    With the default root finder (`VeryChord`, dense LU) the Jacobian and its
+    factorisation are kept in the solver state across steps and remade only when
+    needed; `Solution.stats` reports `num_jacobians` and `num_factorisations`.
+    Dense output is the cubic Hermite interpolant between the step's ends.
     """
 
     interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
+    calculate_jacobian: ClassVar[CalculateJacobian] = CalculateJacobian.every_stage
+    keeps_state_on_reject: ClassVar[bool] = True
+
+    root_finder: optx.AbstractRootFinder = eqx.field(
+        default_factory=default_root_finder
+    )
+    root_find_max_steps: int = eqx.field(default=10, static=True)
+
+    def _tableaus(self) -> tuple[ButcherTableau, ButcherTableau | None]:
+        """(implicit, explicit or `None`)."""
+        tableau = self.tableau
+        if isinstance(tableau, MultiButcherTableau):
+            explicit, implicit = tableau.tableaus
+            return implicit, explicit
+        return tableau, None
+
+    def _split_terms(self, terms) -> tuple[AbstractTerm, AbstractTerm | None]:
+        if self._tableaus()[1] is None:
+            return terms, None
+        if not isinstance(terms, MultiTerm) or len(terms.terms) != 2:
+            raise TypeError(
+                f"`{type(self).__name__}` is an implicit–explicit method: pass "
+                "`terms=MultiTerm(explicit_term, implicit_term)`, the non-stiff "
+                f"part first, the stiff one second (got {type(terms).__name__}). "
+                "For a problem that is stiff as a whole use `Kvaerno5`."
+            )
+        explicit, implicit = terms.terms
+        return implicit, explicit
+
+    def _reuses(self) -> bool:
+        """Whether the Newton matrix is kept across steps."""
+        finder = self.root_finder
+        return isinstance(finder, VeryChord) and isinstance(
+            finder.linear_solver, (lx.AutoLinearSolver, lx.LU)
+        )
+
+    def _chord(self) -> VeryChord:
+        """The root finder, where the Newton matrix is kept (`_reuses`)."""
+        assert isinstance(self.root_finder, VeryChord)
+        return self.root_finder
+
+    def _gamma(self):
+        d = diagonal(self._tableaus()[0])
+        return (
+            d[0]
+            if self.calculate_jacobian == CalculateJacobian.first_stage
+            else (d[-1])
+        )
 
     def init(
         self,
@@ -76,9 +150,75 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         t1: RealScalarLike,
         y0: Y,
         args: Args,
-    ) -> None:
-        del terms, t0, t1, y0, args
-        return None
+    ) -> nm.NewtonMatrix | None:
+        del terms, t1, args
+        if not self._reuses():
+            return None
+        flat = ravel_pytree(y0)[0]
+        time_dtype = jnp.result_type(t0)
+        return nm.empty(flat.size, flat.dtype, time_dtype, self._chord().linear_solver)
+
+    def _solve(self, g, t, base, d, guess, init_state):
+        options = None
+        if isinstance(self.root_finder, VeryChord):
+            # Tolerances relative to the state, not to the increment solved for.
+            options = dict(scale_by=base)
+        k, code, state = solve_stage_state(
+            _residual(g, t, base, d),
+            guess,
+            self.root_finder,
+            self.root_find_max_steps,
+            init_state,
+            options,
+        )
+        if isinstance(state, VeryChordState):
+            return k, code.value, state.rate > nm.SLOW_RATE
+        return k, code.value, jnp.asarray(False)
+
+    def _per_stage(self, g, run):
+        return run(lambda t, base, d, guess, i: self._solve(g, t, base, d, guess, None))
+
+    def _attempt(self, cache: nm.NewtonMatrix, g, h, run) -> Stages:
+        finder = self._chord()
+        per_stage = self.calculate_jacobian == CalculateJacobian.every_stage
+        op = nm.operator(cache, h, self._gamma())
+
+        def solve(t, base, d, guess, i):
+            if per_stage:
+                init = finder.state_from(nm.operator(cache, h, d), guess)
+            else:
+                init = finder.state_from(op, guess, cache.factor)
+            return self._solve(g, t, base, d, guess, init)
+
+        stages = run(solve)
+        code = jnp.where(
+            cache.singular & (stages.code != 0), RESULTS.singular.value, stages.code
+        )
+        return stages._replace(code=code)
+
+    def _cached(self, cache: nm.NewtonMatrix, g, t0, h, flat0, run):
+        solver = self._chord().linear_solver
+        gamma = self._gamma()
+        per_stage = self.calculate_jacobian == CalculateJacobian.every_stage
+
+        def jacobian():
+            return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
+
+        def remake(cache, need_jac, need_factor):
+            need_factor = need_factor & (not per_stage)
+            return nm.refresh(cache, need_jac, need_factor, jacobian, h, gamma, solver)
+
+        need_jac, need_factor = nm.plan(cache, h)
+        cache = remake(cache, need_jac, need_factor)
+        stages = self._attempt(cache, g, h, run)
+
+        def again(x):
+            cache = remake(x[0], jnp.asarray(True), jnp.asarray(True))
+            return cache, self._attempt(cache, g, h, run)
+
+        retry = (stages.code != 0) & ~need_jac
+        cache, stages = lanes_cond(retry, again, (cache, stages))
+        return stages, nm.after_step(cache, stages.slow, stages.code != 0)
 
     def step(
         self,
@@ -87,78 +227,70 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         t1: RealScalarLike,
         y0: Y,
         args: Args,
-        solver_state: None,
+        solver_state: nm.NewtonMatrix | None,
         made_jump: BoolScalarLike,
-    ) -> tuple[Y, Y, DenseInfo, None, RESULTS]:
-        del solver_state, made_jump
-        check_linearisable(terms, t0, y0, args)
-        tableau = self.tableau
-        assert tableau.b_error is not None, "a DIRK method needs an error estimate"
-        s = tableau.num_stages
-        control = terms.contr(t0, t1)
+    ) -> tuple[Y, Y, DenseInfo, nm.NewtonMatrix | None, RESULTS]:
+        del made_jump
+        implicit, explicit = self._tableaus()
+        term_i, term_e = self._split_terms(terms)
+        check_linearisable(term_i, t0, y0, args)
+        assert implicit.b_error is not None, "a DIRK method needs an error estimate"
+        flat0, unravel = ravel_pytree(y0)
         h = jnp.subtract(t1, t0)
-        nodes = tableau.nodes()
-        diagonal = np.zeros(s) if tableau.a_diagonal is None else tableau.a_diagonal
-        a, p = tableau.a_matrix(), _predictor(tableau)
+        g_i = _flat_increment(term_i, term_i.contr(t0, t1), args, unravel)
+        g_e = None
+        if term_e is not None:
+            g_e = _flat_increment(term_e, term_e.contr(t0, t1), args, unravel)
 
-        def increment(t, y):
-            return terms.prod(terms.vf(t, y, args), control)
+        def run(solve):
+            return run_stages(implicit, explicit, g_i, g_e, solve, t0, h, flat0)
 
-        def implicit_stage(t, base, d, guess):
-            def residual(k, _):
-                y = jtu.tree_map(lambda b, x: b + d.astype(x.dtype) * x, base, k)
-                return jtu.tree_map(jnp.subtract, k, increment(t, y))
-
-            return solve_stage(
-                residual, guess, self.root_finder, self.root_find_max_steps
-            )
-
-        t_first = t0 + jnp.asarray(nodes[0], jnp.result_type(h)) * h
-        k_first = increment(t_first, y0)
-        result = RESULTS.successful
-        if diagonal[0] != 0:  # an SDIRK: the first stage is implicit too
-            d0 = jnp.asarray(diagonal[0], jnp.result_type(h))
-            k_first, result = implicit_stage(t_first, y0, d0, k_first)
-        ks = jtu.tree_map(
-            lambda k: jnp.zeros((s, *jnp.shape(k)), jnp.result_type(k)).at[0].set(k),
-            k_first,
+        if solver_state is not None:
+            stages, solver_state = self._cached(solver_state, g_i, t0, h, flat0, run)
+        else:
+            stages = self._per_stage(g_i, run)
+        result = RESULTS(stages.code)
+        y1_flat = flat0 + combine(implicit, explicit, stages, "b_sol")
+        y_error = failed_error(
+            unravel(combine(implicit, explicit, stages, "b_error")), result
         )
-
-        def stage(carry, xs):
-            ks, code = carry
-            i, a_row, d, p_row, node = xs
-            base = tree_add(y0, _combine(a_row, ks, y0))
-            k, found = implicit_stage(t0 + node * h, base, d, _combine(p_row, ks, y0))
-            ks = jtu.tree_map(lambda b, x: b.at[i].set(x), ks, k)
-            code = jnp.where(code == 0, found.value, code)
-            return (ks, code), None
-
-        time_dtype = jnp.result_type(h)
-        xs = (
-            np.arange(1, s),
-            np.asarray(a[1:]),
-            np.asarray(diagonal[1:], dtype=time_dtype),
-            np.asarray(p[1:]),
-            np.asarray(nodes[1:], dtype=time_dtype),
-        )
-        (ks, code), _ = lax.scan(stage, (ks, result.value), xs)
-        result = RESULTS(code)
-        y1 = tree_add(y0, _combine(tableau.b_sol, ks, y0))
-        y_error = failed_error(_combine(tableau.b_error, ks, y0), result)
-        dense_info = dict(y0=y0, y1=y1, k=ks)
-        return y1, y_error, dense_info, None, result
+        y1 = unravel(y1_flat)
+        k_first = stages.k_implicit[0]
+        if g_e is None and _stiffly_accurate(implicit):
+            k_last = stages.k_implicit[-1]
+        else:
+            k_last = g_i(t1, y1_flat)
+        if g_e is not None:
+            assert stages.k_explicit is not None
+            k_first = k_first + stages.k_explicit[0]
+            k_last = k_last + g_e(t1, y1_flat)
+        k = jax.vmap(unravel)(jnp.stack([k_first, k_last]))
+        dense_info = dict(y0=y0, y1=y1, k=k)
+        return y1, y_error, dense_info, solver_state, result
 
     def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)
+
+    def stats(self, solver_state: nm.NewtonMatrix | None) -> dict[str, Any]:
+        """`num_jacobians` and `num_factorisations` over the solve, with the
+        default root finder (which keeps them in the solver state)."""
+        if not isinstance(solver_state, nm.NewtonMatrix):
+            return {}
+        return dict(
+            num_jacobians=solver_state.num_jacobians,
+            num_factorisations=solver_state.num_factorisations,
+        )
 
 
 class AbstractSDIRK(AbstractDIRK):
     """A singly diagonally implicit method: every diagonal entry of the tableau
     is the same non-zero `gamma`."""
 
+    calculate_jacobian: ClassVar[CalculateJacobian] = CalculateJacobian.first_stage
+
     def __check_init__(self):
-        diagonal = self.tableau.a_diagonal
-        if diagonal is None or diagonal[0] == 0 or np.any(diagonal != diagonal[0]):
+        d = self._tableaus()[0].a_diagonal
+        if d is None or d[0] == 0 or np.any(d != d[0]):
             raise ValueError("An SDIRK tableau has one non-zero value on its diagonal.")
 
 
@@ -166,14 +298,11 @@ class AbstractESDIRK(AbstractDIRK):
     """A singly diagonally implicit method with an explicit first stage: the
     diagonal is `(0, gamma, ..., gamma)`."""
 
+    calculate_jacobian: ClassVar[CalculateJacobian] = CalculateJacobian.second_stage
+
     def __check_init__(self):
-        diagonal = self.tableau.a_diagonal
-        if (
-            diagonal is None
-            or diagonal[0] != 0
-            or diagonal[1] == 0
-            or np.any(diagonal[1:] != diagonal[1])
-        ):
+        d = self._tableaus()[0].a_diagonal
+        if d is None or d[0] != 0 or d[1] == 0 or np.any(d[1:] != d[1]):
             raise ValueError(
                 "An ESDIRK tableau's diagonal is (0, gamma, ..., gamma), gamma != 0."
             )

@@ -20,13 +20,31 @@ _OUTCOMES = (
 RETRYABLE = tuple(code for _, code in _OUTCOMES)
 
 
-def solve_stage(residual, z0, root_finder, max_steps: int):
+def solve_stage(residual, z0, root_finder, max_steps: int, init_state=None):
     """The root `z` of `residual(z, None)` from `z0`, and a `RESULTS` code. The
     derivative of `z` with respect to whatever `residual` closes over is taken by
     the implicit function theorem (`optimistix.ImplicitAdjoint`), not through the
-    iterations."""
+    iterations. `init_state` (for `VeryChord`) holds the matrix to iterate with.
+    Use `solve_stage_state` for the root finder's final state too."""
+    value, code, _ = solve_stage_state(residual, z0, root_finder, max_steps, init_state)
+    return value, code
+
+
+def solve_stage_state(
+    residual, z0, root_finder, max_steps: int, init_state=None, options=None
+):
+    """As `solve_stage`, and the root finder's final state. `options` are the
+    root finder's (`VeryChord`'s `scale_by`)."""
+    options = {} if options is None else dict(options)
+    if init_state is not None:
+        options["init_state"] = init_state
     solution = optx.root_find(
-        residual, root_finder, z0, max_steps=max_steps, throw=False
+        residual,
+        root_finder,
+        z0,
+        options=options,
+        max_steps=max_steps,
+        throw=False,
     )
     outcome = solution.result
     code = jnp.where(
@@ -34,7 +52,7 @@ def solve_stage(residual, z0, root_finder, max_steps: int):
     )
     for theirs, ours in _OUTCOMES:
         code = jnp.where(outcome == theirs, ours.value, code)
-    return solution.value, RESULTS(code)
+    return solution.value, RESULTS(code), solution.state
 
 
 def failed_error(y_error, result: RESULTS):

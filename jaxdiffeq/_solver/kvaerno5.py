@@ -2,11 +2,8 @@
 
 from typing import ClassVar
 
-import equinox as eqx
 import numpy as np
-import optimistix as optx
 
-from .._root_finder import default_root_finder
 from .._term import AbstractTerm
 from .butcher import ButcherTableau
 from .dirk import AbstractESDIRK
@@ -92,19 +89,14 @@ class Kvaerno5(AbstractESDIRK):
                          stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8))
     ```
 
-    **Arguments:** `root_finder` (default: `default_root_finder()`, a chord
-    method with the step-size controller's tolerances) and `root_find_max_steps` (see
-    `AbstractImplicitSolver`); `scan_kind` as for `AbstractRungeKutta`.
+    **Arguments:** `root_finder` and `root_find_max_steps` (see `AbstractDIRK`);
+    `scan_kind` as for `AbstractRungeKutta`.
 
     Reference: A. Kværnø, BIT Numerical Mathematics 44 (2004), 489–502.
     Not for non-stiff problems: an explicit method (`Tsit5`) is cheaper there.
     """
 
     tableau: ClassVar[ButcherTableau] = _tableau
-    root_finder: optx.AbstractRootFinder = eqx.field(
-        default_factory=default_root_finder
-    )
-    root_find_max_steps: int = eqx.field(default=10, static=True)
 
     def order(self, terms: AbstractTerm) -> int:
         del terms

@@ -10,7 +10,7 @@ that the scan writes in place.
 import contextlib
 import contextvars
 from functools import partial
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -24,7 +24,6 @@ from .._misc import instantiate_zero
 from .._results import RESULTS
 from .._term import AbstractTerm, scales_by_control
 from .base import AbstractAdaptiveSolver
-from .butcher import ButcherTableau
 
 # Where the stage axis of the stage buffer goes, per state leaf:
 # - "last": for small leaves the stage axis is the *last* axis. The stage sums then
@@ -364,7 +363,8 @@ class AbstractRungeKutta(AbstractAdaptiveSolver):
       `"bounded"` does in Diffrax.
     """
 
-    tableau: ClassVar[ButcherTableau]
+    # A `ButcherTableau`; a `MultiButcherTableau` for the IMEX methods (`AbstractDIRK`).
+    tableau: ClassVar[Any]
     term_structure: ClassVar = AbstractTerm
     # First, as in Diffrax (`Kvaerno5(scan_kind, root_finder, ...)`): a subclass's
     # own fields must then have defaults.

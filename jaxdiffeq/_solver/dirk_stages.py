@@ -1,0 +1,121 @@
+"""The stages of one step of a diagonally implicit (or IMEX) Runge–Kutta method,
+on the flattened state.
+
+Stage `i` solves `kI_i = gI(t_i, base_i + d_i kI_i)` for the implicit term's
+increment, with `base_i = y0 + sum_{j<i} (aI_ij kI_j + aE_ij kE_j)`, then (IMEX
+only) evaluates `kE_i = gE(t_i, base_i + d_i kI_i)`. How a stage equation is
+solved (which matrix, which root finder) is the caller's `solve`. The stages
+after the first run in a `lax.scan`, so the vector field and the root finder
+are traced once whatever the number of stages (compile time).
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax.lax as lax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from .butcher import ButcherTableau
+
+
+class Stages(NamedTuple):
+    """The stage increments `(s, n)` of the implicit term (and of the explicit
+    one, or `None`), the first failure's `RESULTS` code (0 if none) and whether
+    some stage's chord iteration converged slowly."""
+
+    k_implicit: Array
+    k_explicit: Array | None
+    code: Array
+    slow: Array
+
+
+def predictor(tableau: ButcherTableau) -> np.ndarray:
+    """The `(s, s)` strictly lower-triangular matrix of initial guesses."""
+    s = tableau.num_stages
+    p = np.zeros((s, s))
+    if tableau.a_predictor is None:
+        for i in range(1, s):
+            p[i, i - 1] = 1.0
+    else:
+        for i, row in enumerate(tableau.a_predictor):
+            p[i + 1, : i + 1] = row
+    return p
+
+
+def diagonal(tableau: ButcherTableau) -> np.ndarray:
+    return (
+        np.zeros(tableau.num_stages)
+        if tableau.a_diagonal is None
+        else (tableau.a_diagonal)
+    )
+
+
+def _dot(weights, ks):
+    return jnp.tensordot(jnp.asarray(weights, ks.dtype), ks, 1)
+
+
+def run_stages(
+    implicit: ButcherTableau,
+    explicit: ButcherTableau | None,
+    g_implicit: Callable,
+    g_explicit: Callable | None,
+    solve: Callable,
+    t0,
+    h,
+    y0: Array,
+) -> Stages:
+    """All stages of the step from `(t0, y0)` of size `h`. `solve(t, base, d,
+    guess, stage)` returns the root `k` of `k = gI(t, base + d k)`, its `RESULTS`
+    code and whether it converged slowly."""
+    s = implicit.num_stages
+    time_dtype = jnp.result_type(h)
+    nodes = np.asarray(implicit.nodes(), dtype=time_dtype)
+    d = np.asarray(diagonal(implicit), dtype=time_dtype)
+    t_first = t0 + jnp.asarray(nodes[0], time_dtype) * h
+    k_first = g_implicit(t_first, y0)
+    code, slow = jnp.asarray(0, jnp.int32), jnp.asarray(False)
+    if d[0] != 0:  # an SDIRK: the first stage is implicit too
+        k_first, code, slow = solve(t_first, y0, d[0], k_first, 0)
+    ki = jnp.zeros((s, *y0.shape), y0.dtype).at[0].set(k_first)
+    ke = None
+    if g_explicit is not None:
+        y_first = y0 + d[0].astype(y0.dtype) * k_first
+        ke = jnp.zeros_like(ki).at[0].set(g_explicit(t_first, y_first))
+    a_imp = implicit.a_matrix()
+    a_exp = a_imp if explicit is None else explicit.a_matrix()
+
+    def stage(carry, xs):
+        ki, ke, code, slow = carry
+        i, a_i, a_e, d_i, p_i, node = xs
+        base = y0 + _dot(a_i, ki)
+        if ke is not None:
+            base = base + _dot(a_e, ke)
+        t = t0 + node * h
+        k, found, slow_i = solve(t, base, d_i, _dot(p_i, ki), i)
+        ki = ki.at[i].set(k)
+        if ke is not None:
+            assert g_explicit is not None
+            ke = ke.at[i].set(g_explicit(t, base + d_i.astype(base.dtype) * k))
+        code = jnp.where(code == 0, found, code)
+        return (ki, ke, code, slow | slow_i), None
+
+    xs = (
+        np.arange(1, s),
+        np.asarray(a_imp[1:]),
+        np.asarray(a_exp[1:]),
+        d[1:],
+        np.asarray(predictor(implicit)[1:]),
+        nodes[1:],
+    )
+    (ki, ke, code, slow), _ = lax.scan(stage, (ki, ke, code, slow), xs)
+    return Stages(ki, ke, code, slow)
+
+
+def combine(implicit, explicit, stages: Stages, which: str) -> Array:
+    """`sum_i (bI_i kI_i + bE_i kE_i)` for `which` = `"b_sol"` or `"b_error"`."""
+    total = _dot(getattr(implicit, which), stages.k_implicit)
+    if stages.k_explicit is not None:
+        total = total + _dot(getattr(explicit, which), stages.k_explicit)
+    return total

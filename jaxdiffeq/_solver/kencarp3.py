@@ -1,0 +1,96 @@
+"""Kennedy and Carpenter's 3(2) implicit–explicit method (ARK3(2)4L[2]SA)."""
+
+from typing import ClassVar
+
+import numpy as np
+
+from .._term import AbstractTerm
+from .butcher import ButcherTableau, MultiButcherTableau
+from .dirk import AbstractESDIRK
+
+# Coefficients: C. A. Kennedy and M. H. Carpenter, "Additive Runge–Kutta schemes
+# for convection–diffusion–reaction equations", Applied Numerical Mathematics
+# 44 (2003), 139–181: ARK3(2)4L[2]SA, an explicit tableau and an ESDIRK one (stiffly
+# accurate, L-stable) with the same nodes and weights. The initial guesses of
+# the stage equations (`a_predictor`) are Diffrax's.
+_explicit = ButcherTableau(
+    c=np.array([0.871733043016918, 0.6, 1.0]),
+    b_sol=np.array(
+        [0.18764102434672383, -0.595297473576955, 0.9717899277217721, 0.435866521508459]
+    ),
+    b_error=np.array(
+        [
+            -0.02709926187666531,
+            -0.11013520969201585,
+            0.10306492520138455,
+            0.03416954636729658,
+        ]
+    ),
+    a_lower=(
+        np.array([0.871733043016918]),
+        np.array([0.5275890119763004, 0.0724109880236996]),
+        np.array([0.3990960076760701, -0.4375576546135194, 1.0384616469374492]),
+    ),
+)
+_implicit = ButcherTableau(
+    c=np.array([0.871733043016918, 0.6, 1.0]),
+    b_sol=np.array(
+        [0.18764102434672383, -0.595297473576955, 0.9717899277217721, 0.435866521508459]
+    ),
+    b_error=np.array(
+        [
+            -0.02709926187666531,
+            -0.11013520969201585,
+            0.10306492520138455,
+            0.03416954636729658,
+        ]
+    ),
+    a_lower=(
+        np.array([0.435866521508459]),
+        np.array([0.2576482460664272, -0.09351476757488625]),
+        np.array([0.18764102434672383, -0.595297473576955, 0.9717899277217721]),
+    ),
+    a_diagonal=np.array([0.0, 0.435866521508459, 0.435866521508459, 0.435866521508459]),
+    a_predictor=(
+        np.array([1.0]),
+        np.array([0.31171589191628757, 0.6882841080837124]),
+        np.array([-0.1471401801395209, 1.147140180139521, 0.0]),
+    ),
+)
+
+
+class KenCarp3(AbstractESDIRK):
+    """Kennedy and Carpenter's 3(2) implicit–explicit (IMEX) method: order 3
+    with an embedded order-2 error estimate, 4 stages, explicit for the
+    first term and ESDIRK (L-stable, stiffly accurate, gamma = 0.4359) for the
+    second. For problems with a stiff part and a non-stiff one (say diffusion
+    and reaction, or fast and slow waves): only the stiff part is solved
+    implicitly, so its Jacobian is smaller or simpler, and the non-stiff part
+    costs one evaluation per stage.
+
+    Call it with `terms=MultiTerm(explicit_term, implicit_term)`; a single term
+    is refused.
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    slow = jd.ODETerm(lambda t, y, args: jnp.sin(t) * jnp.ones_like(y))
+    stiff = jd.ODETerm(lambda t, y, args: -1000.0 * y)
+    sol = jd.diffeqsolve(jd.MultiTerm(slow, stiff), jd.KenCarp3(), 0.0, 1.0, 0.01,
+                         jnp.array([1.0]),
+                         stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8))
+    ```
+
+    **Arguments:** `root_finder` and `root_find_max_steps` (see `AbstractDIRK`);
+    `scan_kind` as for `AbstractRungeKutta`. Dense output: cubic Hermite between
+    the step's ends.
+
+    Reference: C. A. Kennedy and M. H. Carpenter, Applied Numerical Mathematics
+    44 (2003), 139–181.
+    """
+
+    tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
+
+    def order(self, terms: AbstractTerm) -> int:
+        del terms
+        return 3

@@ -1,0 +1,188 @@
+"""Kennedy and Carpenter's 5(4) implicit–explicit method (ARK5(4)8L[2]SA)."""
+
+from typing import ClassVar
+
+import numpy as np
+
+from .._term import AbstractTerm
+from .butcher import ButcherTableau, MultiButcherTableau
+from .dirk import AbstractESDIRK
+
+# Coefficients: C. A. Kennedy and M. H. Carpenter, "Additive Runge–Kutta schemes
+# for convection–diffusion–reaction equations", Applied Numerical Mathematics
+# 44 (2003), 139–181: ARK5(4)8L[2]SA, an explicit tableau and an ESDIRK one (stiffly
+# accurate, L-stable) with the same nodes and weights. The initial guesses of
+# the stage equations (`a_predictor`) are Diffrax's.
+_explicit = ButcherTableau(
+    c=np.array([0.41, 0.25992958444838016, 0.19815048669250362, 0.92, 0.24, 0.6, 1.0]),
+    b_sol=np.array(
+        [
+            -0.09554858675139874,
+            0.0,
+            0.0,
+            2.3386928037652464,
+            -0.14043175608247527,
+            -2.070587707956559,
+            0.7628752470251866,
+            0.205,
+        ]
+    ),
+    b_error=np.array(
+        [
+            0.004028378053609991,
+            0.0,
+            0.0,
+            -0.0684700762345285,
+            0.019716427003038328,
+            0.07364888848796758,
+            -0.016690375399811663,
+            -0.01223324191027586,
+        ]
+    ),
+    a_lower=(
+        np.array([0.41]),
+        np.array([0.17753520777580992, 0.08239437667257023]),
+        np.array([0.12262307902976895, 0.0, 0.07552740766273468]),
+        np.array([2.2901776494938124, 0.0, 11.244925765143737, -12.615103414637549]),
+        np.array(
+            [
+                0.4029445178347679,
+                0.0,
+                1.3540123800181454,
+                -1.4857008988406062,
+                -0.031255999012307065,
+            ]
+        ),
+        np.array(
+            [
+                1.4641384430844078,
+                0.0,
+                7.230468679858015,
+                -7.844607122942423,
+                -0.125,
+                -0.125,
+            ]
+        ),
+        np.array(
+            [
+                -1.6748080049977643,
+                0.0,
+                -6.389438645559299,
+                14.692200676518024,
+                0.0946662343256827,
+                -7.21115732765286,
+                1.4885370673662177,
+            ]
+        ),
+    ),
+)
+_implicit = ButcherTableau(
+    c=np.array([0.41, 0.25992958444838016, 0.19815048669250362, 0.92, 0.24, 0.6, 1.0]),
+    b_sol=np.array(
+        [
+            -0.09554858675139874,
+            0.0,
+            0.0,
+            2.3386928037652464,
+            -0.14043175608247527,
+            -2.070587707956559,
+            0.7628752470251866,
+            0.205,
+        ]
+    ),
+    b_error=np.array(
+        [
+            0.004028378053609991,
+            0.0,
+            0.0,
+            -0.0684700762345285,
+            0.019716427003038328,
+            0.07364888848796758,
+            -0.016690375399811663,
+            -0.01223324191027586,
+        ]
+    ),
+    a_lower=(
+        np.array([0.205]),
+        np.array([0.1025, -0.047570415551619845]),
+        np.array([0.07389944079200692, 0.0, -0.08074895409950329]),
+        np.array([0.299218118308015, 0.0, 2.4638206661140414, -2.0480387844220567]),
+        np.array(
+            [
+                0.14689238442881303,
+                0.0,
+                0.11740332879881549,
+                -0.221701968002454,
+                -0.007593745225174481,
+            ]
+        ),
+        np.array(
+            [
+                0.17845729560319554,
+                0.0,
+                1.0197467452199207,
+                -0.22154535039396367,
+                -0.03612491620526532,
+                -0.5455337742259782,
+            ]
+        ),
+        np.array(
+            [
+                -0.09554858675139874,
+                0.0,
+                0.0,
+                2.3386928037652464,
+                -0.14043175608247527,
+                -2.070587707956559,
+                0.7628752470251866,
+            ]
+        ),
+    ),
+    a_diagonal=np.array([0.0, 0.205, 0.205, 0.205, 0.205, 0.205, 0.205, 0.205]),
+    a_predictor=(
+        np.array([1.0]),
+        np.array([0.3660254037844386, 0.6339745962155614]),
+        np.array([0.5167061300182838, 0.4832938699817162, 0.0]),
+        np.array([-1.2439024390243905, 2.2439024390243905, 0.0, 0.0]),
+        np.array([0.07667301315729225, 0.0, 0.9233269868427078, 0.0, 0.0]),
+        np.array([0.34782608695652184, 0.0, 0.0, 0.0, 0.6521739130434782, 0.0]),
+        np.array([-0.08695652173913038, 0.0, 0.0, 0.0, 1.0869565217391304, 0.0, 0.0]),
+    ),
+)
+
+
+class KenCarp5(AbstractESDIRK):
+    """Kennedy and Carpenter's 5(4) implicit–explicit (IMEX) method: order 5
+    with an embedded order-4 error estimate, 8 stages, explicit for the
+    first term and ESDIRK (L-stable, stiffly accurate, gamma = 0.205) for the
+    second. For problems with a stiff part and a non-stiff one (say diffusion
+    and reaction, or fast and slow waves): only the stiff part is solved
+    implicitly, so its Jacobian is smaller or simpler, and the non-stiff part
+    costs one evaluation per stage.
+
+    Call it with `terms=MultiTerm(explicit_term, implicit_term)`; a single term
+    is refused.
+
+    ```python
+    import jax.numpy as jnp
+    import jaxdiffeq as jd
+    slow = jd.ODETerm(lambda t, y, args: jnp.sin(t) * jnp.ones_like(y))
+    stiff = jd.ODETerm(lambda t, y, args: -1000.0 * y)
+    sol = jd.diffeqsolve(jd.MultiTerm(slow, stiff), jd.KenCarp5(), 0.0, 1.0, 0.01,
+                         jnp.array([1.0]),
+                         stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8))
+    ```
+
+    **Arguments:** `root_finder` and `root_find_max_steps` (see `AbstractDIRK`);
+    `scan_kind` as for `AbstractRungeKutta`. Dense output: cubic Hermite between
+    the step's ends.
+
+    Reference: C. A. Kennedy and M. H. Carpenter, Applied Numerical Mathematics
+    44 (2003), 139–181.
+    """
+
+    tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
+
+    def order(self, terms: AbstractTerm) -> int:
+        del terms
+        return 5

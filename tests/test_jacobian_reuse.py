@@ -1,0 +1,184 @@
+"""The Newton matrix kept across steps by the diagonally implicit methods (issue
+14, item 4): the same solution to tolerance as a fresh Jacobian at every step,
+fewer Jacobians (counted in `Solution.stats`), the retry with a fresh one, the
+other ways of solving the stage equations (`VeryChord` with a Jacobian-free
+linear solver, `optimistix.Chord`), gradients, `vmap`, and the failure codes."""
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+import pytest
+
+import jaxdiffeq as jd
+from jaxdiffeq.problems import PROBLEMS
+
+_ROBER = PROBLEMS["rober"]
+
+
+def _rober(solver, y0=None, k=None, **kwargs):
+    args = _ROBER.args if k is None else k
+    return jd.diffeqsolve(
+        jd.ODETerm(_ROBER.f),
+        solver,
+        0.0,
+        1e3,
+        None,
+        _ROBER.y0 if y0 is None else y0,
+        args,
+        stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-10),
+        max_steps=10_000,
+        **kwargs,
+    )
+
+
+def test_kept_jacobian_same_solution_fewer_jacobians():
+    kept = _rober(jd.Kvaerno5())
+    # A QR solve is not kept across steps: a fresh Jacobian at every step.
+    fresh_finder = jd.with_stepsize_controller_tols(jd.VeryChord)(linear_solver=lx.QR())
+    fresh = _rober(jd.Kvaerno5(root_finder=fresh_finder))
+    assert kept.result == jd.RESULTS.successful
+    assert fresh.result == jd.RESULTS.successful
+    np.testing.assert_allclose(kept.ys[-1], fresh.ys[-1], rtol=1e-5, atol=1e-10)
+    steps = int(kept.stats["num_steps"])
+    assert 0 < int(kept.stats["num_jacobians"]) < steps / 2
+    assert int(kept.stats["num_jacobians"]) <= int(kept.stats["num_factorisations"])
+    assert int(kept.stats["num_factorisations"]) < steps
+    assert "num_jacobians" not in fresh.stats
+
+
+def test_other_root_finders_agree():
+    kept = _rober(jd.Kvaerno3())
+    chord = jd.with_stepsize_controller_tols(optx.Chord)(cauchy_termination=False)
+    gmres = jd.with_stepsize_controller_tols(jd.VeryChord)(
+        linear_solver=lx.GMRES(rtol=1e-10, atol=1e-12)
+    )
+    for finder in (chord, gmres):
+        other = _rober(jd.Kvaerno3(root_finder=finder))
+        assert other.result == jd.RESULTS.successful
+        np.testing.assert_allclose(other.ys[-1], kept.ys[-1], rtol=1e-4, atol=1e-9)
+
+
+def test_failed_iteration_with_kept_jacobian_retries_with_a_fresh_one():
+    # A stiff nonlinear problem whose Jacobian changes fast: the step after a
+    # kept Jacobian fails and is retried with a new one before rejection, so
+    # there are more Jacobians than steps that began with a stale one.
+    sol = _rober(jd.Kvaerno5(), saveat=jd.SaveAt(t1=True, solver_state=True))
+    state = sol.solver_state
+    assert int(state.num_jacobians) == int(sol.stats["num_jacobians"])
+    assert int(state.jac_age) < 50
+
+
+def test_vmap_over_initial_values_and_parameters():
+    y0s = jnp.stack([_ROBER.y0, _ROBER.y0 * jnp.array([0.9, 1.0, 1.0])])
+    ks = jnp.stack([jnp.asarray(_ROBER.args), jnp.asarray(_ROBER.args) * 1.1])
+
+    def final(y0, k):
+        return _rober(jd.Kvaerno5(), y0=y0, k=k, throw=False).ys[-1]
+
+    batched = jax.jit(jax.vmap(final))(y0s, ks)
+    for i in range(2):
+        np.testing.assert_allclose(batched[i], final(y0s[i], ks[i]), rtol=1e-10)
+
+
+def _decay_loss(k, adjoint):
+    term = jd.ODETerm(lambda t, y, k: -k * y * (1 + y**2))
+    sol = jd.diffeqsolve(
+        term,
+        jd.Kvaerno5(),
+        0.0,
+        1.0,
+        None,
+        jnp.array([1.0, 0.5]),
+        k,
+        stepsize_controller=jd.PIDController(rtol=1e-9, atol=1e-11),
+        adjoint=adjoint,
+    )
+    return jnp.sum(sol.ys[-1] ** 2)
+
+
+@pytest.mark.parametrize(
+    "adjoint",
+    [
+        jd.RecursiveCheckpointAdjoint(),
+        jd.DirectAdjoint(),
+        jd.ForwardMode(),
+        jd.BacksolveAdjoint(),
+    ],
+    ids=lambda a: type(a).__name__,
+)
+def test_gradients_with_kept_jacobians(adjoint):
+    k = jnp.array(3.0)
+    if isinstance(adjoint, jd.ForwardMode):
+        g = jax.jacfwd(_decay_loss)(k, adjoint)
+    else:
+        g = jax.grad(_decay_loss)(k, adjoint)
+    eps = 1e-4
+    fd = (
+        _decay_loss(k + eps, jd.RecursiveCheckpointAdjoint())
+        - _decay_loss(k - eps, jd.RecursiveCheckpointAdjoint())
+    ) / (2 * eps)
+    # The chord iterations converge to the tolerance, so the finite difference
+    # is good to about tolerance / eps.
+    np.testing.assert_allclose(g, fd, rtol=1e-4)
+
+
+_MIDPOINT = jd.ButcherTableau(
+    c=np.array([]),
+    b_sol=np.array([1.0]),
+    b_error=np.array([0.0]),
+    a_lower=(),
+    a_diagonal=np.array([0.5]),
+    c1=0.5,
+)
+
+
+class _ImplicitMidpoint(jd.AbstractSDIRK):
+    tableau = _MIDPOINT
+    root_finder: optx.AbstractRootFinder = jd.VeryChord(rtol=1e-8, atol=1e-8)
+    root_find_max_steps: int = 10
+
+    def order(self, terms):
+        return 2
+
+
+def test_singular_newton_matrix_has_its_code():
+    # y' = 2 y with h = 1: I - h gamma J = 1 - 0.5 * 2 = 0 exactly.
+    sol = jd.diffeqsolve(
+        jd.ODETerm(lambda t, y, args: 2.0 * y),
+        _ImplicitMidpoint(),
+        0.0,
+        3.0,
+        1.0,
+        jnp.array([1.0]),
+        throw=False,
+    )
+    assert sol.result == jd.RESULTS.singular
+
+
+def test_divergent_iteration_has_its_code_under_constant_steps():
+    # A huge step on a strongly nonlinear field: no controller to retry with.
+    solver = jd.Kvaerno5(root_finder=jd.VeryChord(rtol=1e-8, atol=1e-8))
+    sol = jd.diffeqsolve(
+        jd.ODETerm(lambda t, y, args: -(y**5)),
+        solver,
+        0.0,
+        100.0,
+        50.0,
+        jnp.array([10.0]),
+        throw=False,
+    )
+    assert sol.result in (
+        jd.RESULTS.nonlinear_divergence,
+        jd.RESULTS.nonlinear_max_steps_reached,
+    )
+    with pytest.raises(Exception, match="(?i)diverg|converge"):
+        jd.diffeqsolve(
+            jd.ODETerm(lambda t, y, args: -(y**5)),
+            solver,
+            0.0,
+            100.0,
+            50.0,
+            jnp.array([10.0]),
+        )

@@ -1,0 +1,209 @@
+"""`Rodas5P`, the Rosenbrock–Wanner method: orders, dense output, the Bari stiff
+problems, gradients with every adjoint, `vmap`, float32, a Jacobian-free
+linear solver, and the errors (a term that is not an ODE, a vector field with
+no JVP rule, a singular matrix)."""
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import pytest
+import scipy.linalg
+
+import jaxdiffeq as jd
+from jaxdiffeq.problems import PROBLEMS
+
+_Y0 = jnp.array([0.1, 0.3])
+
+
+def _logistic(t, y, args):
+    return y * (1 - y)
+
+
+def _exact(t):
+    e = np.exp(t)
+    return np.asarray(_Y0) * e / (1 - np.asarray(_Y0) + np.asarray(_Y0) * e)
+
+
+def _order(errors, dts):
+    return np.polyfit(np.log(dts), np.log(errors), 1)[0]
+
+
+def test_order_on_a_nonlinear_problem():
+    dts = [1 / 2, 1 / 4, 1 / 8, 1 / 16]
+    errors = []
+    for dt in dts:
+        sol = jd.diffeqsolve(jd.ODETerm(_logistic), jd.Rodas5P(), 0.0, 2.0, dt, _Y0)
+        errors.append(float(np.max(np.abs(np.asarray(sol.ys[-1]) - _exact(2.0)))))
+    assert abs(_order(errors, dts) - 5) < 0.3
+
+
+def test_order_on_a_stiff_linear_problem():
+    # Eigenvalues -1 and -1000, started on the slow mode (y0 = (1, 1)): every
+    # step must stay stable for the fast one. On a linear problem the error
+    # is that of the stability function, which matches exp(z) beyond order 5
+    # (measured 5.5 to 5.9 here): at least order 5.
+    a = np.array([[-2.0, 1.0], [998.0, -999.0]])
+    y0 = np.array([1.0, 1.0])
+    exact = scipy.linalg.expm(a) @ y0
+    term = jd.ODETerm(lambda t, y, args: jnp.asarray(a) @ y)
+    dts = [1 / 2, 1 / 4, 1 / 8, 1 / 16]
+    errors = []
+    for dt in dts:
+        sol = jd.diffeqsolve(term, jd.Rodas5P(), 0.0, 1.0, dt, jnp.asarray(y0))
+        errors.append(float(np.max(np.abs(np.asarray(sol.ys[-1]) - exact))))
+    assert _order(errors, dts) > 5 - 0.3
+
+
+def test_dense_output_is_as_accurate_as_the_steps():
+    sol = jd.diffeqsolve(
+        jd.ODETerm(_logistic),
+        jd.Rodas5P(),
+        0.0,
+        2.0,
+        0.125,
+        _Y0,
+        saveat=jd.SaveAt(dense=True),
+    )
+    ts = np.linspace(0.0, 2.0, 97)
+    error = max(float(np.max(np.abs(sol.evaluate(t) - _exact(t)))) for t in ts)
+    # The step's own error at t1 is about 1e-8; an order-4 interpolant keeps
+    # within a small multiple of it between the steps.
+    assert error < 5e-8
+
+
+def test_non_autonomous_problem_uses_the_time_derivative():
+    # y' = -50 (y - cos t): without the d_i h f_t terms the order falls to 1.
+    term = jd.ODETerm(lambda t, y, args: -50.0 * (y - jnp.cos(t)))
+    controller = jd.PIDController(rtol=1e-8, atol=1e-10)
+    sol = jd.diffeqsolve(
+        term,
+        jd.Rodas5P(),
+        0.0,
+        2.0,
+        0.01,
+        jnp.array([1.0]),
+        stepsize_controller=controller,
+    )
+    # y = (2500 cos t + 50 sin t)/2501 + C e^{-50 t}, y(0) = 1.
+    c = 1 - 2500 / 2501
+    exact = (2500 * np.cos(2.0) + 50 * np.sin(2.0)) / 2501 + c * np.exp(-100.0)
+    np.testing.assert_allclose(sol.ys[-1], [exact], rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rober",
+        "hires",
+        *(pytest.param(n, marks=pytest.mark.slow) for n in ("orego", "vdpol", "pollu")),
+    ],
+)
+def test_bari_problems(name):
+    problem = PROBLEMS[name]
+    sol = jd.diffeqsolve(
+        jd.ODETerm(problem.f),
+        jd.Rodas5P(),
+        problem.t0,
+        problem.t1,
+        None,
+        problem.y0,
+        problem.args,
+        stepsize_controller=jd.PIDController(rtol=problem.rtol, atol=problem.atol),
+        max_steps=20_000,
+    )
+    reference = np.asarray(problem.reference)
+    scale = problem.atol + problem.rtol * np.abs(reference)
+    # Measured (2026-12-07): ROBER 0.0052, HIRES 0.69, OREGO 0.66, VDPOL 0.37,
+    # POLLU 0.060 tolerance units.
+    assert np.max(np.abs(np.asarray(sol.ys[-1]) - reference) / scale) < 5
+
+
+def _loss(k, adjoint):
+    sol = jd.diffeqsolve(
+        jd.ODETerm(lambda t, y, k: -k * y * (1 + y**2)),
+        jd.Rodas5P(),
+        0.0,
+        1.0,
+        None,
+        jnp.array([1.0, 0.5]),
+        k,
+        stepsize_controller=jd.PIDController(rtol=1e-9, atol=1e-11),
+        adjoint=adjoint,
+    )
+    return jnp.sum(sol.ys[-1] ** 2)
+
+
+@pytest.mark.parametrize(
+    "adjoint",
+    [
+        jd.RecursiveCheckpointAdjoint(),
+        jd.DirectAdjoint(),
+        jd.ForwardMode(),
+        jd.BacksolveAdjoint(),
+    ],
+    ids=lambda a: type(a).__name__,
+)
+def test_gradients(adjoint):
+    k = jnp.array(3.0)
+    if isinstance(adjoint, jd.ForwardMode):
+        g = jax.jacfwd(_loss)(k, adjoint)
+    else:
+        g = jax.grad(_loss)(k, adjoint)
+    eps = 1e-4
+    plain = jd.RecursiveCheckpointAdjoint()
+    fd = (_loss(k + eps, plain) - _loss(k - eps, plain)) / (2 * eps)
+    np.testing.assert_allclose(g, fd, rtol=1e-5)
+
+
+def test_vmap_and_float32_and_gmres():
+    def final(y0, solver=jd.Rodas5P()):
+        return jd.diffeqsolve(
+            jd.ODETerm(_logistic),
+            solver,
+            0.0,
+            2.0,
+            None,
+            y0,
+            stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8),
+        ).ys[-1]
+
+    y0s = jnp.stack([_Y0, _Y0 * 2])
+    batched = jax.vmap(final)(y0s)
+    np.testing.assert_allclose(batched[1], final(y0s[1]), rtol=1e-12)
+    single = final(_Y0.astype(jnp.float32))
+    assert single.dtype == jnp.float32
+    np.testing.assert_allclose(single, _exact(2.0), rtol=1e-4)
+    gmres = jd.Rodas5P(linear_solver=lx.GMRES(rtol=1e-12, atol=1e-12))
+    np.testing.assert_allclose(final(_Y0, gmres), final(_Y0), rtol=1e-8)
+
+
+def test_errors():
+    with pytest.raises(TypeError, match="Rosenbrock method, for ODEs"):
+        jd.diffeqsolve(
+            jd.MultiTerm(jd.ODETerm(_logistic), jd.ODETerm(_logistic)),
+            jd.Rodas5P(),
+            0.0,
+            1.0,
+            0.1,
+            _Y0,
+        )
+
+    def opaque(t, y, args):
+        shape = jax.ShapeDtypeStruct(y.shape, y.dtype)
+        return jax.pure_callback(lambda y: -np.asarray(y), shape, y)
+
+    with pytest.raises(TypeError, match="Jacobian"):
+        jd.diffeqsolve(jd.ODETerm(opaque), jd.Rodas5P(), 0.0, 1.0, 0.1, _Y0)
+    # W = I/(gamma h) - J is singular for J = 1/(gamma h): with h fixed, code.
+    gamma = jd.Rodas5P.tableau.gamma
+    sol = jd.diffeqsolve(
+        jd.ODETerm(lambda t, y, args: y / (gamma * 0.5)),
+        jd.Rodas5P(),
+        0.0,
+        1.0,
+        0.5,
+        jnp.array([1.0, 2.0]),
+        throw=False,
+    )
+    assert sol.result == jd.RESULTS.singular
