@@ -11,12 +11,16 @@ Brusselator with 2 x 16^2 states), at its suggested tolerances
 (`jaxdiffeq.problems`): ours `Kvaerno5` against Diffrax's `Kvaerno5`, timed
 after compilation in one interleaved run (paired ratio of the medians, see
 `common.ratio`), their compile times (lowering and XLA compile of a fresh
-function), accepted and rejected steps, and the error at `t1` against the
-reference in units of the tolerance (`atol + rtol |reference|`); SciPy's `Radau`
-and `BDF` at the same tolerances as reference rows (their wall time: plain
-Python, no compilation). With the sweep: each solver of both libraries over
-`rtol` from 1e-3 to 1e-8 (`atol` scaled alike), the error against the time, for
-the work-precision comparison. Prints tables and writes `bench/results/stiff.json`.
+function), accepted and rejected steps, Jacobians and factorisations (ours
+counted; Diffrax's are one each per step attempt), and the error at `t1`
+against the reference in units of the tolerance (`atol + rtol |reference|`);
+SciPy's `Radau` and `BDF` at the same tolerances as reference rows (their wall
+time: plain Python, no compilation). With the sweep: our `Kvaerno3`,
+`Kvaerno5` and `Rodas5P` and Diffrax's `Kvaerno3` and `Kvaerno5` over `rtol`
+from 1e-3 to 1e-8 (`atol` scaled alike), the error against the time; from it
+the time of each library's fastest solver at equal error (interpolated in
+log-log at five errors both reach) and their ratio. Prints tables and writes
+`bench/results/stiff.json`.
 """
 
 import argparse
@@ -41,12 +45,20 @@ RESULTS_PATH = Path(__file__).parent / "results" / "stiff.json"
 NAMES = ("rober", "hires", "pollu", "vdpol", "brusselator")
 LIBS = {"ours": jd, "diffrax": diffrax}
 TARGET_RUN, TARGET_COMPILE = 0.5, 0.6  # ours / Diffrax, Kvaerno5 (issue 14)
-SWEEP_SOLVERS = ("Kvaerno3", "Kvaerno5")
+TARGET_EQUAL_ACCURACY = 0.3  # our fastest / Diffrax's fastest (issue 14)
+SWEEP_SOLVERS = {
+    "ours": ("Kvaerno3", "Kvaerno5", "Rodas5P"),
+    "diffrax": ("Kvaerno3", "Kvaerno5"),
+}
 SWEEP_RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+EQUAL_ACCURACY_LEVELS = 5
 
 
 def solve_fn(lib, problem, solver_name, rtol, atol):
-    """A jitted `y0 -> (y(t1), accepted, rejected, result)`."""
+    """A jitted `y0 -> (y(t1), accepted, rejected, success, jacobians,
+    factorisations)`. Ours counts its Jacobians and factorisations
+    (`Solution.stats`); Diffrax's `VeryChord` linearises and factorises once
+    per step attempt, by construction, so its counts are its attempts."""
 
     def solve(y0):
         sol = lib.diffeqsolve(
@@ -61,11 +73,14 @@ def solve_fn(lib, problem, solver_name, rtol, atol):
             max_steps=100_000,
             throw=False,
         )
+        steps = sol.stats["num_steps"]
         return (
             sol.ys[-1],
             sol.stats["num_accepted_steps"],
             sol.stats["num_rejected_steps"],
             sol.result == lib.RESULTS.successful,
+            sol.stats.get("num_jacobians", steps),
+            sol.stats.get("num_factorisations", steps),
         )
 
     return jax.jit(solve)
@@ -117,12 +132,14 @@ def case(cfg, name):
     row = {"times": times, "calls_per_sample": numbers, "rtol": rtol, "atol": atol}
     row["ratio_ours_diffrax"] = ratio(times, "ours", "diffrax")
     for n, fn in fns.items():
-        y1, accepted, rejected, ok = fn(problem.y0)
+        y1, accepted, rejected, ok, jacobians, factorisations = fn(problem.y0)
         row[n] = {
             "accepted": int(accepted),
             "rejected": int(rejected),
             "success": bool(ok),
             "error": scaled_error(problem, y1, rtol, atol),
+            "jacobians": int(jacobians),
+            "factorisations": int(factorisations),
         }
     compiles = {n: [] for n in LIBS}
     for r in range(cfg.compile_repeats):
@@ -139,12 +156,12 @@ def sweep(cfg, name):
     problem = PROBLEMS[name]
     scale = problem.atol / problem.rtol
     points = []
-    for solver_name in SWEEP_SOLVERS:
-        for lib_name, lib in LIBS.items():
+    for lib_name, lib in LIBS.items():
+        for solver_name in SWEEP_SOLVERS[lib_name]:
             for rtol in SWEEP_RTOLS:
                 fn = solve_fn(lib, problem, solver_name, rtol, rtol * scale)
                 samples, _ = time_interleaved({"f": fn}, problem.y0, cfg.repeats, 0.0)
-                y1, accepted, _, ok = fn(problem.y0)
+                y1, accepted, _, ok, _, _ = fn(problem.y0)
                 points.append(
                     {
                         "library": lib_name,
@@ -163,10 +180,70 @@ def sweep(cfg, name):
     return points
 
 
+def _time_at(points, error):
+    """The run time at `error` on the work-precision line of `points` (one
+    solver of one library), interpolated in log-log; `None` outside it."""
+    line = sorted((p["abs_error"], p["time_s"]) for p in points if p["success"])
+    line = [(e, t) for e, t in line if e > 0]
+    if len(line) < 2 or not line[0][0] <= error <= line[-1][0]:
+        return None
+    logs = np.log([e for e, _ in line])
+    return float(np.exp(np.interp(np.log(error), logs, np.log([t for _, t in line]))))
+
+
+def equal_accuracy(points):
+    """Our fastest solver's time over Diffrax's fastest at equal error, at
+    `EQUAL_ACCURACY_LEVELS` errors spread (log) over the range both reach."""
+
+    def fastest(lib, error):
+        times = [
+            _time_at(
+                [p for p in points if p["library"] == lib and p["solver"] == s], error
+            )
+            for s in SWEEP_SOLVERS[lib]
+        ]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def reach(lib):
+        errors = [
+            p["abs_error"] for p in points if p["library"] == lib and p["success"]
+        ]
+        return (min(errors), max(errors)) if errors else (np.inf, 0.0)
+
+    lo = max(reach("ours")[0], reach("diffrax")[0])
+    hi = min(reach("ours")[1], reach("diffrax")[1])
+    if not 0 < lo < hi:
+        return {"levels": [], "median_ratio": None}
+    levels = []
+    for error in np.geomspace(lo, hi, EQUAL_ACCURACY_LEVELS):
+        ours = fastest("ours", float(error))
+        theirs = fastest("diffrax", float(error))
+        if ours is not None and theirs is not None:
+            levels.append({"error": float(error), "ours_s": ours, "diffrax_s": theirs})
+    ratios = [v["ours_s"] / v["diffrax_s"] for v in levels]
+    return {
+        "levels": levels,
+        "median_ratio": float(np.median(ratios)) if ratios else None,
+    }
+
+
+def report_sweeps(sweeps):
+    print(f"\n{'problem':12} {'equal-accuracy ratio (our fastest / Diffrax fastest)'}")
+    for name, points in sweeps.items():
+        summary_ = equal_accuracy(points)
+        ratios = [f"{v['ours_s'] / v['diffrax_s']:.2f}" for v in summary_["levels"]]
+        median = summary_["median_ratio"]
+        shown = "-" if median is None else f"{median:.2f}"
+        print(f"{name:12} median {shown:>5}  at each error level: {', '.join(ratios)}")
+    print(f"target: <= {TARGET_EQUAL_ACCURACY}")
+
+
 def report(results):
     print(
         f"\n{'problem':12} {'ours ms':>9} {'Dfx ms':>9} {'run':>5} {'compile':>8} "
-        f"{'steps ours':>11} {'steps Dfx':>10} {'err ours':>9} {'err Dfx':>9} "
+        f"{'steps ours':>11} {'steps Dfx':>10} {'J/LU ours':>10} {'J/LU Dfx':>10} "
+        f"{'err ours':>9} {'err Dfx':>9} "
         f"{'Radau ms':>9} {'err':>8} {'BDF ms':>8} {'err':>8}"
     )
     for name, r in results.items():
@@ -181,6 +258,8 @@ def report(results):
             f"{r['ratio_ours_diffrax']['paired']:5.2f} {r['compile_ratio']:8.2f} "
             f"{r['ours']['accepted']:>5}/{r['ours']['rejected']:<5} "
             f"{r['diffrax']['accepted']:>4}/{r['diffrax']['rejected']:<5} "
+            f"{r['ours']['jacobians']:>4}/{r['ours']['factorisations']:<5} "
+            f"{r['diffrax']['jacobians']:>4}/{r['diffrax']['factorisations']:<5} "
             f"{err(r['ours']['error']):>9} {err(r['diffrax']['error']):>9} "
             f"{sp['Radau']['time_s'] * 1e3:9.1f} {err(sp['Radau']['error']):>8} "
             f"{sp['BDF']['time_s'] * 1e3:8.1f} {err(sp['BDF']['error']):>8}"
@@ -199,8 +278,10 @@ def plot(path, sweeps):
     FigureCanvasAgg(fig)
     for k, (name, points) in enumerate(sweeps.items()):
         ax = fig.add_subplot(1, len(sweeps), k + 1)
-        for i, solver_name in enumerate(SWEEP_SOLVERS):
+        for i, solver_name in enumerate(SWEEP_SOLVERS["ours"]):
             for lib_name, style in (("ours", "-o"), ("diffrax", "--s")):
+                if solver_name not in SWEEP_SOLVERS[lib_name]:
+                    continue
                 line = [
                     p
                     for p in points
@@ -246,6 +327,10 @@ def main():
             if PROBLEMS[name].reference_values is not None:
                 print(f"sweep {name} ...", flush=True)
                 sweeps[name] = sweep(cfg, name)
+    if sweeps:
+        report_sweeps(sweeps)
+        for name, points in sweeps.items():
+            results[name]["equal_accuracy"] = equal_accuracy(points)
     if args.plot:
         plot(args.plot, sweeps)
         print(f"wrote {args.plot}")

@@ -32,7 +32,8 @@ _PROG = "python -m jaxdiffeq"
 def adaptive_solvers() -> dict[str, type[jd.AbstractSolver]]:
     """The solvers exported by `jaxdiffeq` that `solve --solver` accepts: concrete,
     adaptive (`AbstractAdaptiveSolver`), constructible without arguments, and
-    taking a single `ODETerm`."""
+    taking a single `ODETerm` (not the implicit–explicit methods, which take a
+    `MultiTerm` of a non-stiff and a stiff part)."""
     solvers = {}
     for name in dir(jd):
         cls = getattr(jd, name)
@@ -44,6 +45,8 @@ def adaptive_solvers() -> dict[str, type[jd.AbstractSolver]]:
         try:
             solver = cls()
         except TypeError:  # a wrapper, such as `HalfSolver(solver)`
+            continue
+        if isinstance(getattr(cls, "tableau", None), jd.MultiButcherTableau):
             continue
         structure = solver.term_structure
         if isinstance(structure, type) and issubclass(jd.ODETerm, structure):

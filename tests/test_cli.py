@@ -37,16 +37,23 @@ def test_list(capsys):
     assert len(stiff) == 1 and " yes " in stiff[0]
 
 
-def test_solve_hires_with_kvaerno5(capsys):
+@pytest.mark.parametrize("solver", ["Kvaerno5", "Rodas5P"])
+def test_solve_hires_with_a_stiff_solver(capsys, solver):
     # Issue 14, item 7: the stiff problem with an implicit solver, its error
     # against the published reference.
-    assert main(["solve", "hires", "--solver", "Kvaerno5", "--repeats", "1"]) == 0
+    assert main(["solve", "hires", "--solver", solver, "--repeats", "1"]) == 0
     rows = _table(capsys.readouterr().out)
-    assert rows["solver"].startswith("Kvaerno5")
+    assert rows["solver"].startswith(solver)
     assert rows["result"] == "successful"
     assert "note" not in rows
     assert int(rows["accepted steps"]) < 1000
     assert float(rows["relative error at t1"].split()[0]) < 1e-3
+
+
+def test_imex_solvers_are_not_offered():
+    # They need a `MultiTerm` of a non-stiff and a stiff part; a problem has one.
+    assert "KenCarp4" not in adaptive_solvers()
+    assert "Kvaerno5" in adaptive_solvers() and "Rodas5P" in adaptive_solvers()
 
 
 def test_solve_stiff_problem_with_an_explicit_solver(capsys):

@@ -107,27 +107,49 @@ def _scaled_error(problem, solver):
 
 # The error at t1 in units of the tolerance (atol + rtol |reference|), at each
 # problem's suggested tolerances. Measured (2026-12-07, Jacobian kept across
-# steps), Kvaerno3 / Kvaerno4 / Kvaerno5: ROBER 0.19 / 0.13 / 0.0023, HIRES
-# 14 / 7.2 / 0.81, OREGO 14 / 22 / 16, VDPOL 1.7 / 1.4 / 1.7, POLLU 0.48 /
-# 0.49 / 0.80, E5 9.4e3 / 3.4e4 / 1.8e4; SciPy's Radau at the same tolerances
-# 0.00015, 0.069, 0.038, 0.0031, 0.0059, 2.5e3. (Issue 14 asks for within 10x
-# of Radau's: met on E5 only; Radau's error is far below its tolerance.)
+# steps), Kvaerno3 / Kvaerno4 / Kvaerno5 / Rodas5P: ROBER 0.19 / 0.13 / 0.0023
+# / 0.0052, HIRES 14 / 7.2 / 0.81 / 0.69, OREGO 14 / 22 / 16 / 0.66, VDPOL 1.7
+# / 1.4 / 1.7 / 0.37, POLLU 0.48 / 0.49 / 0.80 / 0.060, E5 9.4e3 / 3.4e4 /
+# 1.8e4 / 9.2e3; SciPy's Radau at the same tolerances 0.00015, 0.069, 0.038,
+# 0.0031, 0.0059, 2.5e3. Issue 14 asks for within 10x of Radau's: met on E5
+# only (but by Kvaerno4); Radau's error is far below its tolerance. What is
+# tested: every stiff solver solves every problem to within 50 tolerance units.
 _BARI = ["rober", "hires", "orego", "vdpol", "pollu"]
+_STIFF_SOLVERS = ["Kvaerno3", "Kvaerno4", "Kvaerno5", "Rodas5P"]
 
 
 @pytest.mark.parametrize(
-    "name",
+    "name, solver",
     [
-        "hires",
-        *(pytest.param(n, marks=pytest.mark.slow) for n in _BARI if n != "hires"),
+        ("hires", "Kvaerno5"),
+        *(
+            pytest.param(n, s, marks=pytest.mark.slow)
+            for n in _BARI
+            for s in _STIFF_SOLVERS
+            if (n, s) != ("hires", "Kvaerno5")
+        ),
     ],
 )
-def test_bari_problems_with_kvaerno5(name):
-    assert _scaled_error(PROBLEMS[name], jd.Kvaerno5()) < 50
+def test_bari_problems(name, solver):
+    assert _scaled_error(PROBLEMS[name], getattr(jd, solver)()) < 50
 
 
 @pytest.mark.slow
-def test_e5_with_kvaerno5():
+@pytest.mark.parametrize(
+    "solver",
+    [
+        "Kvaerno3",
+        pytest.param(
+            "Kvaerno4",
+            marks=pytest.mark.xfail(
+                strict=True, reason="3.4e4 units: 13x Radau's error (issue 14)"
+            ),
+        ),
+        "Kvaerno5",
+        "Rodas5P",
+    ],
+)
+def test_e5_within_ten_times_radau(solver):
     # E5's solution at 1e13 is of size 1e-22; the error is measured against
     # atol = 1.1e-24. Within 10x of SciPy's Radau at the same tolerances (about
     # 2,500 such units), as issue 14 asks.
@@ -135,7 +157,7 @@ def test_e5_with_kvaerno5():
     radau = radau_at_t1(problem, problem.rtol, problem.atol)
     scale = problem.atol + problem.rtol * np.abs(np.asarray(problem.reference))
     radau_error = np.max(np.abs(radau - np.asarray(problem.reference)) / scale)
-    assert _scaled_error(problem, jd.Kvaerno5()) < 10 * radau_error
+    assert _scaled_error(problem, getattr(jd, solver)()) < 10 * radau_error
 
 
 def _loss(k, y0, adjoint):

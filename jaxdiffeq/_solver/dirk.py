@@ -197,6 +197,11 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         return stages._replace(code=code)
 
     def _cached(self, cache: nm.NewtonMatrix, g, t0, h, flat0, run):
+        """The stages with the kept Newton matrix, and the matrix for the next
+        step. Two rounds of a `lax.scan`, the stages traced once (compile
+        time): the first with the matrix as `plan` says, the second (skipped
+        by a `lax.cond` unless needed) with a fresh Jacobian where the first
+        failed with a kept one."""
         solver = self._chord().linear_solver
         gamma = self._gamma()
         per_stage = self.calculate_jacobian == CalculateJacobian.every_stage
@@ -204,20 +209,25 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         def jacobian():
             return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
 
-        def remake(cache, need_jac, need_factor):
-            need_factor = need_factor & (not per_stage)
-            return nm.refresh(cache, need_jac, need_factor, jacobian, h, gamma, solver)
+        def round_(carry, first):
+            def go(carry):
+                cache, _, fresh = carry
+                need_jac, need_factor = nm.plan(cache, h)
+                need_jac = need_jac | ~first
+                need_factor = (need_factor | ~first) & (not per_stage)
+                cache = nm.refresh(
+                    cache, need_jac, need_factor, jacobian, h, gamma, solver
+                )
+                return cache, self._attempt(cache, g, h, run), fresh | need_jac
 
-        need_jac, need_factor = nm.plan(cache, h)
-        cache = remake(cache, need_jac, need_factor)
-        stages = self._attempt(cache, g, h, run)
+            _, stages, fresh = carry
+            needed = first | ((stages.code != 0) & ~fresh)
+            return lanes_cond(needed, go, carry), None
 
-        def again(x):
-            cache = remake(x[0], jnp.asarray(True), jnp.asarray(True))
-            return cache, self._attempt(cache, g, h, run)
-
-        retry = (stages.code != 0) & ~need_jac
-        cache, stages = lanes_cond(retry, again, (cache, stages))
+        empty = jax.eval_shape(lambda: self._attempt(cache, g, h, run))
+        stages = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), empty)
+        carry = (cache, stages, jnp.asarray(False))
+        (cache, stages, _), _ = lax.scan(round_, carry, np.array([True, False]))
         return stages, nm.after_step(cache, stages.slow, stages.code != 0)
 
     def step(
