@@ -413,7 +413,8 @@ def _solve(args, parser: argparse.ArgumentParser) -> int:
         ("interval", f"[{t0:g}, {t1:.15g}]"),
         ("precision", str(dtype)),
     ]
-    if problem.stiff and not issubclass(solver_cls, jd.AbstractImplicitSolver):
+    stiff_solvers = (jd.AbstractImplicitSolver, jd.AbstractRosenbrock)
+    if problem.stiff and not issubclass(solver_cls, stiff_solvers):
         rows.append(
             (
                 "note",
