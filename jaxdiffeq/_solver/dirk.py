@@ -198,10 +198,11 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
 
     def _cached(self, cache: nm.NewtonMatrix, g, t0, h, flat0, run):
         """The stages with the kept Newton matrix, and the matrix for the next
-        step. Two rounds of a `lax.scan`, the stages traced once (compile
-        time): the first with the matrix as `plan` says, the second (skipped
-        by a `lax.cond` unless needed) with a fresh Jacobian where the first
-        failed with a kept one."""
+        step. A small state (`ALWAYS_FRESH_SIZE`) makes both afresh at every
+        step, with no retry to need. Otherwise two rounds of a `lax.scan`, the
+        stages traced once (compile time): the first with the matrix as `plan`
+        says, the second (skipped by a `lax.cond` unless needed) with a fresh
+        Jacobian where the first failed with a kept one."""
         solver = self._chord().linear_solver
         gamma = self._gamma()
         per_stage = self.calculate_jacobian == CalculateJacobian.every_stage
@@ -224,6 +225,10 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             needed = first | ((stages.code != 0) & ~fresh)
             return lanes_cond(needed, go, carry), None
 
+        if flat0.size <= nm.ALWAYS_FRESH_SIZE:
+            cache = nm.fresh(cache, jacobian(), h, gamma, solver, not per_stage)
+            stages = self._attempt(cache, g, h, run)
+            return stages, nm.after_step(cache, stages.slow, stages.code != 0)
         empty = jax.eval_shape(lambda: self._attempt(cache, g, h, run))
         stages = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), empty)
         carry = (cache, stages, jnp.asarray(False))

@@ -20,7 +20,8 @@ When the step recomputes what (`plan`):
   `FACTOR_MAX_AGE` steps.
 
 A step whose chord iteration fails with a kept Jacobian recomputes it and tries
-again before it is rejected (`dirk.py`). Nothing here carries a gradient: the
+again before it is rejected (`dirk.py`). States of at most `ALWAYS_FRESH_SIZE`
+elements make both afresh at every step. Nothing here carries a gradient: the
 stage equations are differentiated by the implicit function theorem, through
 the vector field itself.
 """
@@ -34,6 +35,12 @@ from jaxtyping import Array, PyTree
 from .._misc import lanes_cond
 
 SLOW_RATE = 0.1
+# Up to this many states the Jacobian and its factorisation cost less than the
+# bookkeeping of keeping them (and than the extra chord iterations a kept one
+# costs): they are made afresh at every step (`fresh`). Kvaerno5 run times,
+# fresh at every step / kept (2026-12-07, CPU): ROBER (3 states) 2.8 / 5.0 ms,
+# VDPOL (2) 7.9 / 10.3, HIRES (8) 2.7 / 3.3, but POLLU (20) 4.5 / 3.5.
+ALWAYS_FRESH_SIZE = 16
 STEP_CHANGE = 0.3
 JACOBIAN_MAX_AGE = 50
 FACTOR_MAX_AGE = 20
@@ -137,6 +144,39 @@ def refresh(cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solv
 
     cache = lanes_cond(need_jac, new_jacobian, cache)
     return lanes_cond(need_jac | need_factor, new_factor, cache)
+
+
+def fresh(cache: NewtonMatrix, jac, h, gamma, solver, factorise: bool):
+    """The cache with the Jacobian `jac` (made at step `h`) and, if `factorise`,
+    its factorisation: no condition, for small states (`ALWAYS_FRESH_SIZE`)."""
+    jac = lax.stop_gradient(jac)
+    h = jnp.asarray(h, cache.jac_h.dtype)
+    cache = eqx.tree_at(
+        lambda c: (c.jac, c.jac_h, c.jac_age, c.num_jacobians),
+        cache,
+        (jac, h, 0 * cache.jac_age, cache.num_jacobians + 1),
+    )
+    if not factorise:
+        return cache
+    op = operator(cache, h, gamma)
+    factor = lax.stop_gradient(solver.init(op, options={}))
+    return eqx.tree_at(
+        lambda c: (
+            c.factor,
+            c.singular,
+            c.factor_h,
+            c.factor_age,
+            c.num_factorisations,
+        ),
+        cache,
+        (
+            factor,
+            _singular(op, factor, solver),
+            h,
+            0 * cache.factor_age,
+            cache.num_factorisations + 1,
+        ),
+    )
 
 
 def after_step(cache: NewtonMatrix, slow, failed) -> NewtonMatrix:
