@@ -226,7 +226,9 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             return lanes_cond(needed, go, carry), None
 
         if flat0.size <= nm.ALWAYS_FRESH_SIZE:
-            cache = nm.fresh(cache, jacobian(), h, gamma, solver, not per_stage)
+            cache = nm.with_jacobian(cache, jacobian(), h)
+            if not per_stage:
+                cache = nm.factorised(cache, h, gamma, solver)
             stages = self._attempt(cache, g, h, run)
             return stages, nm.after_step(cache, stages.slow, stages.code != 0)
         empty = jax.eval_shape(lambda: self._attempt(cache, g, h, run))

@@ -13,19 +13,24 @@ from .dirk import AbstractESDIRK
 # 44 (2003), 139–181: ARK3(2)4L[2]SA, an explicit tableau and an ESDIRK one (stiffly
 # accurate, L-stable) with the same nodes and weights. The initial guesses of
 # the stage equations (`a_predictor`) are Diffrax's.
+_GAMMA = 0.435866521508459
+# Both tableaux have these nodes and weights.
+_C = np.array([0.871733043016918, 0.6, 1.0])
+_B_SOL = np.array(
+    [0.18764102434672383, -0.595297473576955, 0.9717899277217721, 0.435866521508459]
+)
+_B_ERROR = np.array(
+    [
+        -0.02709926187666531,
+        -0.11013520969201585,
+        0.10306492520138455,
+        0.03416954636729658,
+    ]
+)
 _explicit = ButcherTableau(
-    c=np.array([0.871733043016918, 0.6, 1.0]),
-    b_sol=np.array(
-        [0.18764102434672383, -0.595297473576955, 0.9717899277217721, 0.435866521508459]
-    ),
-    b_error=np.array(
-        [
-            -0.02709926187666531,
-            -0.11013520969201585,
-            0.10306492520138455,
-            0.03416954636729658,
-        ]
-    ),
+    c=_C,
+    b_sol=_B_SOL,
+    b_error=_B_ERROR,
     a_lower=(
         np.array([0.871733043016918]),
         np.array([0.5275890119763004, 0.0724109880236996]),
@@ -33,24 +38,15 @@ _explicit = ButcherTableau(
     ),
 )
 _implicit = ButcherTableau(
-    c=np.array([0.871733043016918, 0.6, 1.0]),
-    b_sol=np.array(
-        [0.18764102434672383, -0.595297473576955, 0.9717899277217721, 0.435866521508459]
-    ),
-    b_error=np.array(
-        [
-            -0.02709926187666531,
-            -0.11013520969201585,
-            0.10306492520138455,
-            0.03416954636729658,
-        ]
-    ),
+    c=_C,
+    b_sol=_B_SOL,
+    b_error=_B_ERROR,
     a_lower=(
         np.array([0.435866521508459]),
         np.array([0.2576482460664272, -0.09351476757488625]),
         np.array([0.18764102434672383, -0.595297473576955, 0.9717899277217721]),
     ),
-    a_diagonal=np.array([0.0, 0.435866521508459, 0.435866521508459, 0.435866521508459]),
+    a_diagonal=np.array([0.0] + [_GAMMA] * 3),
     a_predictor=(
         np.array([1.0]),
         np.array([0.31171589191628757, 0.6882841080837124]),

@@ -13,28 +13,33 @@ from .dirk import AbstractESDIRK
 # 44 (2003), 139–181: ARK4(3)6L[2]SA, an explicit tableau and an ESDIRK one (stiffly
 # accurate, L-stable) with the same nodes and weights. The initial guesses of
 # the stage equations (`a_predictor`) are Diffrax's.
+_GAMMA = 0.25
+# Both tableaux have these nodes and weights.
+_C = np.array([0.5, 0.332, 0.62, 0.85, 1.0])
+_B_SOL = np.array(
+    [
+        0.15791629516167136,
+        0.0,
+        0.18675894052400077,
+        0.6805652953093346,
+        -0.27524053099500667,
+        0.25,
+    ]
+)
+_B_ERROR = np.array(
+    [
+        0.0032044943984591845,
+        0.0,
+        -0.002446251136679456,
+        -0.021480075919587227,
+        0.04394686806857245,
+        -0.02322503541076487,
+    ]
+)
 _explicit = ButcherTableau(
-    c=np.array([0.5, 0.332, 0.62, 0.85, 1.0]),
-    b_sol=np.array(
-        [
-            0.15791629516167136,
-            0.0,
-            0.18675894052400077,
-            0.6805652953093346,
-            -0.27524053099500667,
-            0.25,
-        ]
-    ),
-    b_error=np.array(
-        [
-            0.0032044943984591845,
-            0.0,
-            -0.002446251136679456,
-            -0.021480075919587227,
-            0.04394686806857245,
-            -0.02322503541076487,
-        ]
-    ),
+    c=_C,
+    b_sol=_B_SOL,
+    b_error=_B_ERROR,
     a_lower=(
         np.array([0.5]),
         np.array([0.221776, 0.110224]),
@@ -59,27 +64,9 @@ _explicit = ButcherTableau(
     ),
 )
 _implicit = ButcherTableau(
-    c=np.array([0.5, 0.332, 0.62, 0.85, 1.0]),
-    b_sol=np.array(
-        [
-            0.15791629516167136,
-            0.0,
-            0.18675894052400077,
-            0.6805652953093346,
-            -0.27524053099500667,
-            0.25,
-        ]
-    ),
-    b_error=np.array(
-        [
-            0.0032044943984591845,
-            0.0,
-            -0.002446251136679456,
-            -0.021480075919587227,
-            0.04394686806857245,
-            -0.02322503541076487,
-        ]
-    ),
+    c=_C,
+    b_sol=_B_SOL,
+    b_error=_B_ERROR,
     a_lower=(
         np.array([0.25]),
         np.array([0.137776, -0.055776]),
@@ -102,7 +89,7 @@ _implicit = ButcherTableau(
             ]
         ),
     ),
-    a_diagonal=np.array([0.0, 0.25, 0.25, 0.25, 0.25, 0.25]),
+    a_diagonal=np.array([0.0] + [_GAMMA] * 5),
     a_predictor=(
         np.array([1.0]),
         np.array([0.33599999999999997, 0.664]),

@@ -37,9 +37,9 @@ from .._misc import lanes_cond
 SLOW_RATE = 0.1
 # Up to this many states the Jacobian and its factorisation cost less than the
 # bookkeeping of keeping them (and than the extra chord iterations a kept one
-# costs): they are made afresh at every step (`fresh`). Kvaerno5 run times,
-# fresh at every step / kept (2026-12-07, CPU): ROBER (3 states) 2.8 / 5.0 ms,
-# VDPOL (2) 7.9 / 10.3, HIRES (8) 2.7 / 3.3, but POLLU (20) 4.5 / 3.5.
+# costs): they are made afresh at every step (`AbstractDIRK._cached`). Kvaerno5
+# run times, fresh at every step / kept (2026-12-07, CPU): ROBER (3 states)
+# 2.8 / 5.0 ms, VDPOL (2) 7.9 / 10.3, HIRES (8) 2.7 / 3.3, POLLU (20) 4.5 / 3.5.
 ALWAYS_FRESH_SIZE = 16
 STEP_CHANGE = 0.3
 JACOBIAN_MAX_AGE = 50
@@ -109,55 +109,22 @@ def _singular(op, factor, solver) -> Array:
     return ~jnp.all(jnp.isfinite(x))
 
 
-def refresh(cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solver):
-    """The cache with a new Jacobian (`jacobian()`, made at step `h`) where
-    `need_jac`, and a new factorisation where `need_factor` (or a new Jacobian)."""
-
-    def new_jacobian(c: NewtonMatrix) -> NewtonMatrix:
-        jac = lax.stop_gradient(jacobian())
-        return eqx.tree_at(
-            lambda c: (c.jac, c.jac_h, c.jac_age, c.num_jacobians),
-            c,
-            (jac, jnp.asarray(h, c.jac_h.dtype), 0 * c.jac_age, c.num_jacobians + 1),
-        )
-
-    def new_factor(c: NewtonMatrix) -> NewtonMatrix:
-        op = operator(c, h, gamma)
-        factor = lax.stop_gradient(solver.init(op, options={}))
-        return eqx.tree_at(
-            lambda c: (
-                c.factor,
-                c.singular,
-                c.factor_h,
-                c.factor_age,
-                c.num_factorisations,
-            ),
-            c,
-            (
-                factor,
-                _singular(op, factor, solver),
-                jnp.asarray(h, c.factor_h.dtype),
-                0 * c.factor_age,
-                c.num_factorisations + 1,
-            ),
-        )
-
-    cache = lanes_cond(need_jac, new_jacobian, cache)
-    return lanes_cond(need_jac | need_factor, new_factor, cache)
-
-
-def fresh(cache: NewtonMatrix, jac, h, gamma, solver, factorise: bool):
-    """The cache with the Jacobian `jac` (made at step `h`) and, if `factorise`,
-    its factorisation: no condition, for small states (`ALWAYS_FRESH_SIZE`)."""
-    jac = lax.stop_gradient(jac)
-    h = jnp.asarray(h, cache.jac_h.dtype)
-    cache = eqx.tree_at(
+def with_jacobian(cache: NewtonMatrix, jac, h) -> NewtonMatrix:
+    """The cache with the Jacobian `jac`, made at step `h`."""
+    return eqx.tree_at(
         lambda c: (c.jac, c.jac_h, c.jac_age, c.num_jacobians),
         cache,
-        (jac, h, 0 * cache.jac_age, cache.num_jacobians + 1),
+        (
+            lax.stop_gradient(jac),
+            jnp.asarray(h, cache.jac_h.dtype),
+            0 * cache.jac_age,
+            cache.num_jacobians + 1,
+        ),
     )
-    if not factorise:
-        return cache
+
+
+def factorised(cache: NewtonMatrix, h, gamma, solver) -> NewtonMatrix:
+    """The cache with `I - gamma (h / jac_h) J` factorised for step `h`."""
     op = operator(cache, h, gamma)
     factor = lax.stop_gradient(solver.init(op, options={}))
     return eqx.tree_at(
@@ -172,10 +139,20 @@ def fresh(cache: NewtonMatrix, jac, h, gamma, solver, factorise: bool):
         (
             factor,
             _singular(op, factor, solver),
-            h,
+            jnp.asarray(h, cache.factor_h.dtype),
             0 * cache.factor_age,
             cache.num_factorisations + 1,
         ),
+    )
+
+
+def refresh(cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solver):
+    """The cache with a new Jacobian (`jacobian()`, made at step `h`) where
+    `need_jac`, and a new factorisation where `need_factor` (or a new Jacobian),
+    each computed only if some lane needs it (`lanes_cond`)."""
+    cache = lanes_cond(need_jac, lambda c: with_jacobian(c, jacobian(), h), cache)
+    return lanes_cond(
+        need_jac | need_factor, lambda c: factorised(c, h, gamma, solver), cache
     )
 
 
