@@ -157,15 +157,14 @@ class VeryChord(optx.AbstractRootFinder):
         del tags
         scale_by = options.get("scale_by")
         fx, aux = fn(y, args)
-        operator, linear_state = state.linear_state
-        solution = lx.linear_solve(
-            operator,
-            fx,
-            self.linear_solver,
-            state=_stop_gradient(linear_state),
-            throw=False,
+        _, linear_state = state.linear_state
+        # `compute` directly rather than `lineax.linear_solve`: the iterations
+        # are not differentiated (`optimistix.root_find` differentiates the
+        # root by the implicit function theorem), and the primitive's rules
+        # cost tracing and compile time.
+        diff, linear_result, _ = self.linear_solver.compute(
+            _stop_gradient(linear_state), fx, {}
         )
-        diff = solution.value
         new_y = jtu.tree_map(jnp.subtract, y, diff)
         scale = jtu.tree_map(
             lambda z: self.atol + self.rtol * jnp.abs(z),
@@ -178,7 +177,7 @@ class VeryChord(optx.AbstractRootFinder):
             diff=diff,
             diffsize=jnp.asarray(size, state.diffsize.dtype),
             diffsize_prev=state.diffsize,
-            result=optx.RESULTS.promote(solution.result),
+            result=optx.RESULTS.promote(linear_result),
             step=state.step + 1,
         )
         return new_y, new_state, aux
