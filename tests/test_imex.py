@@ -193,3 +193,29 @@ def test_float32():
         stepsize_controller=jd.PIDController(rtol=1e-10, atol=1e-12),
     )
     np.testing.assert_allclose(sol.ys[-1], reference.ys[-1], rtol=1e-3, atol=1e-5)
+
+
+def test_multiterm_without_dt0():
+    # A `MultiTerm` has no single derivative to size the first step from:
+    # Diffrax then starts with 0.01, and so do we (explicit and IMEX solvers).
+    def run(lib, name):
+        terms = lib.MultiTerm(lib.ODETerm(_cubic), lib.ODETerm(_diffusion))
+        controller = lib.PIDController(rtol=1e-6, atol=1e-8)
+        return lib.diffeqsolve(
+            terms,
+            getattr(lib, name)(),
+            0.0,
+            1.0,
+            None,
+            jnp.asarray(_Y0),
+            stepsize_controller=controller,
+            max_steps=100_000,
+        )
+
+    ours, theirs = run(jd, "Sil3"), run(diffrax, "Sil3")
+    assert int(ours.stats["num_accepted_steps"]) == int(
+        theirs.stats["num_accepted_steps"]
+    )
+    np.testing.assert_allclose(ours.ys[-1], theirs.ys[-1], rtol=1e-6)
+    kencarp = run(jd, "KenCarp4")
+    np.testing.assert_allclose(kencarp.ys[-1], theirs.ys[-1], rtol=1e-4)

@@ -207,3 +207,37 @@ def test_errors():
         throw=False,
     )
     assert sol.result == jd.RESULTS.singular
+
+
+def _logistic_jacobian(t, y, args):
+    return lx.DiagonalLinearOperator(1 - 2 * y)
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_user_supplied_jacobian(backwards):
+    t0, t1 = (2.0, 0.0) if backwards else (0.0, 2.0)
+
+    def final(solver):
+        return jd.diffeqsolve(
+            jd.ODETerm(_logistic),
+            solver,
+            t0,
+            t1,
+            None,
+            _Y0,
+            stepsize_controller=jd.PIDController(rtol=1e-8, atol=1e-10),
+        ).ys[-1]
+
+    automatic = final(jd.Rodas5P())
+    dense = final(jd.Rodas5P(jacobian=_logistic_jacobian))
+    np.testing.assert_allclose(dense, automatic, rtol=1e-12)
+
+    def as_function(t, y, args):
+        return lx.FunctionLinearOperator(
+            lambda v: (1 - 2 * y) * v, jax.eval_shape(lambda: y)
+        )
+
+    gmres = jd.Rodas5P(
+        linear_solver=lx.GMRES(rtol=1e-12, atol=1e-12), jacobian=as_function
+    )
+    np.testing.assert_allclose(final(gmres), automatic, rtol=1e-9)

@@ -15,7 +15,7 @@ from jaxtyping import Array, ArrayLike, PyTree
 from .._custom_types import VF, Args, BoolScalarLike, RealScalarLike, Y
 from .._misc import all_lanes, min_lane, real_dtype, scale, where, widest_dtype
 from .._results import RESULTS
-from .._term import AbstractTerm
+from .._term import AbstractTerm, scales_by_control
 from .base import (
     AbstractAdaptiveStepSizeController,
     AbstractStepSizeController,
@@ -62,6 +62,11 @@ def select_initial_step(terms, t0, y0, args, func, error_order, rtol, atol, norm
     computed in the state's dtype, the step in the time dtype (`t0`'s).
     """
     time_dtype = jnp.result_type(t0)
+    if not scales_by_control(terms):
+        # Not a single ODE term (a `MultiTerm`, say, whose `vf` is a tuple):
+        # no estimate of the derivative to size the step from. Diffrax's
+        # choice: 0.01.
+        return jnp.asarray(0.01, time_dtype)
     f0 = func(terms, t0, y0, args)
     scale_ = jtu.tree_map(lambda y: _tolerance_scale(y, atol, rtol), y0)
     d0 = norm(jtu.tree_map(lambda y, s: y / s, y0, scale_))

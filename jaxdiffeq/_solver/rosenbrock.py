@@ -21,6 +21,7 @@ Unlike a DIRK method's chord iteration, the Jacobian is part of the method
 here: gradients flow through it (the exact derivative of the discrete scheme).
 """
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
@@ -122,16 +123,28 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
     `RosenbrockTableau`), for stiff ODEs (`ODETerm`). A new method is a
     subclass that sets `tableau` and `order`; see `Rodas5P`.
 
-    **Arguments:** `linear_solver`, the `lineax` solver for `W` (default
-    `lineax.AutoLinearSolver(well_posed=True)`: LU of the dense matrix). With
-    a solver that does not need a matrix (`lineax.GMRES`, `lineax.BiCGStab`)
-    `W` is applied through Jacobian-vector products and never formed.
+    **Arguments:**
+
+    - `linear_solver`: the `lineax` solver for `W` (default
+      `lineax.AutoLinearSolver(well_posed=True)`: LU of the dense matrix). With
+      a solver that does not need a matrix (`lineax.GMRES`, `lineax.BiCGStab`)
+      `W` is applied through Jacobian-vector products and never formed.
+    - `jacobian`: `None` (default: `jax.jacfwd` of the vector field, or its
+      Jacobian-vector products), or a function `jacobian(t, y, args)` returning
+      the Jacobian of the vector field at `(t, y)` as a `lineax` linear operator
+      on `y`'s structure (e.g. a `lineax.TridiagonalLinearOperator` for a 1-D
+      diffusion, or a `lineax.FunctionLinearOperator` of an analytic product).
+      It must be exact: the method's order depends on it. The time derivative
+      still comes from `jax.jvp` of the vector field.
     """
 
     tableau: ClassVar[RosenbrockTableau]
     term_structure: ClassVar = AbstractTerm
     interpolation_cls: ClassVar = RosenbrockInterpolation
     linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=True)
+    jacobian: Callable[[RealScalarLike, Y, Args], lx.AbstractLinearOperator] | None = (
+        None
+    )
 
     def init(
         self,
@@ -149,6 +162,28 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
 
     def _dense(self) -> bool:
         return isinstance(self.linear_solver, (lx.AutoLinearSolver, lx.LU, lx.QR))
+
+    def _jacobian(self, terms, f, t0, flat0, unravel, args):
+        """`(J, None)` as a dense matrix, or `(None, v -> J v)`."""
+        if self.jacobian is None:
+            if self._dense():
+                return jax.jacfwd(lambda v: f(t0, v))(flat0), None
+            return None, jax.linearize(lambda v: f(t0, v), flat0)[1]
+        # The user's Jacobian is of `f(t, y)`; the loop integrates in
+        # `tau = direction * t`, where the vector field is `direction * f`.
+        direction = getattr(terms, "direction", None)
+        sign = 1.0 if direction is None else direction
+        t = t0 if direction is None else t0 * direction
+        op = self.jacobian(t, unravel(flat0), args)
+        if self._dense():
+            matrix = op.as_matrix()
+            return (jnp.asarray(sign, matrix.dtype) * matrix).astype(flat0.dtype), None
+
+        def jac_vp(v):
+            out = ravel_pytree(op.mv(unravel(v)))[0]
+            return jnp.asarray(sign, out.dtype) * out
+
+        return None, jac_vp
 
     def step(
         self,
@@ -178,10 +213,7 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
 
         f0, f_t = jax.jvp(lambda t: f(t, flat0), (t0,), (jnp.ones_like(t0),))
         f_t = f_t.astype(flat0.dtype)
-        if self._dense():
-            jac, jac_vp = jax.jacfwd(lambda v: f(t0, v))(flat0), None
-        else:
-            jac, jac_vp = None, jax.linearize(lambda v: f(t0, v), flat0)[1]
+        jac, jac_vp = self._jacobian(terms, f, t0, flat0, unravel, args)
         structure = jax.eval_shape(lambda: flat0)
         h_gamma = h * jnp.asarray(tab.gamma, time_dtype)
         w = _w_operator(jac_vp, jac, h_gamma, structure, self._dense())
