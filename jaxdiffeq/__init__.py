@@ -95,6 +95,7 @@ from ._solver.midpoint import Midpoint as Midpoint
 from ._solver.ralston import Ralston as Ralston
 from ._solver.reversible import Reversible as Reversible
 from ._solver.reversible_heun import ReversibleHeun as ReversibleHeun
+from ._solver.rodas4 import Rodas4 as Rodas4
 from ._solver.rodas5p import Rodas5P as Rodas5P
 from ._solver.rosenbrock import (
     AbstractRosenbrock as AbstractRosenbrock,

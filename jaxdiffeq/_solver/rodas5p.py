@@ -5,7 +5,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._term import AbstractTerm
-from .rosenbrock import AbstractRosenbrock, RosenbrockTableau
+from .rosenbrock import AbstractRosenbrock, RosenbrockTableau, lower_triangular
 
 # Coefficients: G. Steinebach, "Construction of Rosenbrock–Wanner method Rodas5P
 # and numerical benchmarks within the Julia Differential Equations package",
@@ -102,17 +102,10 @@ _DENSE = [
 ]
 
 
-def _lower(rows) -> np.ndarray:
-    m = np.zeros((len(rows), len(rows)))
-    for i, row in enumerate(rows):
-        m[i, : len(row)] = row
-    return m
-
-
 _tableau = RosenbrockTableau(
     gamma=_GAMMA,
-    a=_lower(_A_ROWS),
-    C=_lower(_C_ROWS),
+    a=lower_triangular(_A_ROWS),
+    C=lower_triangular(_C_ROWS),
     c=np.array(
         [
             0.0,
