@@ -100,18 +100,24 @@ def test_non_autonomous_problem_uses_the_time_derivative():
 
 
 @pytest.mark.parametrize(
-    "name",
+    "name, solver",
     [
-        "rober",
-        "hires",
-        *(pytest.param(n, marks=pytest.mark.slow) for n in ("orego", "vdpol", "pollu")),
+        ("rober", "Rodas5P"),
+        ("hires", "Rodas5P"),
+        ("hires", "Rodas4"),
+        *(
+            pytest.param(n, s, marks=pytest.mark.slow)
+            for n in ("rober", "orego", "vdpol", "pollu")
+            for s in ("Rodas5P", "Rodas4")
+            if (n, s) != ("rober", "Rodas5P")
+        ),
     ],
 )
-def test_bari_problems(name):
+def test_bari_problems(name, solver):
     problem = PROBLEMS[name]
     sol = jd.diffeqsolve(
         jd.ODETerm(problem.f),
-        jd.Rodas5P(),
+        getattr(jd, solver)(),
         problem.t0,
         problem.t1,
         None,
