@@ -136,12 +136,13 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         return self.root_finder
 
     def _gamma(self):
-        d = diagonal(self._tableaus()[0])
-        return (
-            d[0]
-            if self.calculate_jacobian == CalculateJacobian.first_stage
-            else (d[-1])
-        )
+        """The diagonal entry of the kept Newton matrix (its first implicit
+        stage's); `None` where each stage factorises its own (`every_stage`)."""
+        if self.calculate_jacobian == CalculateJacobian.every_stage:
+            return None
+        return diagonal(self._tableaus()[0])[
+            0 if self.calculate_jacobian == CalculateJacobian.first_stage else 1
+        ]
 
     def init(
         self,
@@ -180,11 +181,11 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
 
     def _attempt(self, cache: nm.NewtonMatrix, g, h, run) -> Stages:
         finder = self._chord()
-        per_stage = self.calculate_jacobian == CalculateJacobian.every_stage
-        op = nm.operator(cache, h, self._gamma())
+        gamma = self._gamma()
+        op = None if gamma is None else nm.operator(cache, h, gamma)
 
         def solve(t, base, d, guess, i):
-            if per_stage:
+            if op is None:  # every stage factorises its own matrix
                 init = finder.state_from(nm.operator(cache, h, d), guess)
             else:
                 init = finder.state_from(op, guess, cache.factor)
@@ -205,7 +206,6 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         Jacobian where the first failed with a kept one."""
         solver = self._chord().linear_solver
         gamma = self._gamma()
-        per_stage = self.calculate_jacobian == CalculateJacobian.every_stage
 
         def jacobian():
             return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
@@ -215,7 +215,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
                 cache, _, fresh = carry
                 need_jac, need_factor = nm.plan(cache, h)
                 need_jac = need_jac | ~first
-                need_factor = (need_factor | ~first) & (not per_stage)
+                need_factor = need_factor | ~first
                 cache = nm.refresh(
                     cache, need_jac, need_factor, jacobian, h, gamma, solver
                 )
@@ -227,7 +227,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
 
         if flat0.size <= nm.ALWAYS_FRESH_SIZE:
             cache = nm.with_jacobian(cache, jacobian(), h)
-            if not per_stage:
+            if gamma is not None:
                 cache = nm.factorised(cache, h, gamma, solver)
             stages = self._attempt(cache, g, h, run)
             return stages, nm.after_step(cache, stages.slow, stages.code != 0)
@@ -290,7 +290,9 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
 
     def stats(self, solver_state: nm.NewtonMatrix | None) -> dict[str, Any]:
         """`num_jacobians` and `num_factorisations` over the solve, with the
-        default root finder (which keeps them in the solver state)."""
+        default root finder (which keeps them in the solver state). A method
+        whose stages factorise their own matrices (`every_stage`, e.g. `Sil3`)
+        keeps no factorisation: its count is 0."""
         if not isinstance(solver_state, nm.NewtonMatrix):
             return {}
         return dict(

@@ -152,8 +152,11 @@ def factorised(cache: NewtonMatrix, h, gamma, solver) -> NewtonMatrix:
 def refresh(cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solver):
     """The cache with a new Jacobian (`jacobian()`, made at step `h`) where
     `need_jac`, and a new factorisation where `need_factor` (or a new Jacobian),
-    each computed only if some lane needs it (`lanes_cond`)."""
+    each computed only if some lane needs it (`lanes_cond`). With `gamma`
+    `None` (every stage factorises its own matrix) nothing is factorised."""
     cache = lanes_cond(need_jac, lambda c: with_jacobian(c, jacobian(), h), cache)
+    if gamma is None:
+        return cache
     return lanes_cond(
         need_jac | need_factor, lambda c: factorised(c, h, gamma, solver), cache
     )
