@@ -27,6 +27,7 @@ the vector field itself.
 """
 
 import equinox as eqx
+import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import lineax as lx
@@ -76,7 +77,12 @@ def empty(size: int, dtype, time_dtype, solver: lx.AbstractLinearSolver):
     """A cache that asks for a Jacobian at the first step."""
     jac = jnp.zeros((size, size), dtype)
     one = jnp.ones((), time_dtype)
-    factor = solver.init(_operator(jac, one), options={})
+    # Zeros shaped as a factorisation, not one computed (the first step makes
+    # its own): a factorisation here was a program of its own to compile.
+    factor = jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype),
+        eqx.filter_eval_shape(lambda: solver.init(_operator(jac, one), options={})),
+    )
     zero = jnp.zeros((), jnp.int32)
     return NewtonMatrix(
         jac=jac,
