@@ -151,11 +151,13 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         t1: RealScalarLike,
         y0: Y,
         args: Args,
-    ) -> nm.NewtonMatrix | None:
+    ) -> nm.NewtonMatrix | nm.FreshCounts | None:
         del terms, t1, args
         if not self._reuses():
             return None
         flat = ravel_pytree(y0)[0]
+        if flat.size <= nm.ALWAYS_FRESH_SIZE:
+            return nm.fresh_counts()
         time_dtype = jnp.result_type(t0)
         return nm.empty(flat.size, flat.dtype, time_dtype, self._chord().linear_solver)
 
@@ -197,10 +199,11 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         )
         return stages._replace(code=code)
 
-    def _cached(self, cache: nm.NewtonMatrix, g, t0, h, flat0, run):
+    def _cached(self, cache: nm.NewtonMatrix | nm.FreshCounts, g, t0, h, flat0, run):
         """The stages with the kept Newton matrix, and the matrix for the next
         step. A small state (`ALWAYS_FRESH_SIZE`) makes both afresh at every
-        step, with no retry to need. Otherwise two rounds of a `lax.scan`, the
+        step, with no retry to need, and keeps only their counts
+        (`nm.FreshCounts`). Otherwise two rounds of a `lax.scan`, the
         stages traced once (compile time): the first with the matrix as `plan`
         says, the second (skipped by a `lax.cond` unless needed) with a fresh
         Jacobian where the first failed with a kept one."""
@@ -225,12 +228,17 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             needed = first | ((stages.code != 0) & ~fresh)
             return lanes_cond(needed, go, carry), None
 
-        if flat0.size <= nm.ALWAYS_FRESH_SIZE:
-            cache = nm.with_jacobian(cache, jacobian(), h)
-            if gamma is not None:
-                cache = nm.factorised(cache, h, gamma, solver)
-            stages = self._attempt(cache, g, h, run)
-            return stages, nm.after_step(cache, stages.slow, stages.code != 0)
+        if isinstance(cache, nm.FreshCounts):
+            time_dtype = jnp.result_type(h)
+            fresh = nm.made_afresh(
+                flat0.size, flat0.dtype, time_dtype, jacobian(), h, gamma, solver
+            )
+            stages = self._attempt(fresh, g, h, run)
+            counts = nm.FreshCounts(
+                num_jacobians=cache.num_jacobians + 1,
+                num_factorisations=cache.num_factorisations + int(gamma is not None),
+            )
+            return stages, counts
         empty = jax.eval_shape(lambda: self._attempt(cache, g, h, run))
         stages = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), empty)
         carry = (cache, stages, jnp.asarray(False))
@@ -244,9 +252,9 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         t1: RealScalarLike,
         y0: Y,
         args: Args,
-        solver_state: nm.NewtonMatrix | None,
+        solver_state: nm.NewtonMatrix | nm.FreshCounts | None,
         made_jump: BoolScalarLike,
-    ) -> tuple[Y, Y, DenseInfo, nm.NewtonMatrix | None, RESULTS]:
+    ) -> tuple[Y, Y, DenseInfo, nm.NewtonMatrix | nm.FreshCounts | None, RESULTS]:
         del made_jump
         implicit, explicit = self._tableaus()
         term_i, term_e = self._split_terms(terms)
@@ -288,12 +296,14 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
     def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)
 
-    def stats(self, solver_state: nm.NewtonMatrix | None) -> dict[str, Any]:
+    def stats(
+        self, solver_state: nm.NewtonMatrix | nm.FreshCounts | None
+    ) -> dict[str, Any]:
         """`num_jacobians` and `num_factorisations` over the solve, with the
         default root finder (which keeps them in the solver state). A method
         whose stages factorise their own matrices (`every_stage`, e.g. `Sil3`)
         keeps no factorisation: its count is 0."""
-        if not isinstance(solver_state, nm.NewtonMatrix):
+        if not isinstance(solver_state, (nm.NewtonMatrix, nm.FreshCounts)):
             return {}
         return dict(
             num_jacobians=solver_state.num_jacobians,

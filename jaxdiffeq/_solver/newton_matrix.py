@@ -63,6 +63,30 @@ class NewtonMatrix(eqx.Module):
     num_factorisations: Array
 
 
+class FreshCounts(eqx.Module):
+    """The solver state of a small state (`ALWAYS_FRESH_SIZE`), whose Jacobian
+    and factorisation are made afresh at every step and kept nowhere: the
+    counts alone. (Carrying the matrix through the step loop would cost a
+    select per leaf in every step for nothing kept.)"""
+
+    num_jacobians: Array
+    num_factorisations: Array
+
+
+def fresh_counts() -> FreshCounts:
+    zero = jnp.zeros((), jnp.int32)
+    return FreshCounts(num_jacobians=zero, num_factorisations=zero)
+
+
+def made_afresh(size: int, dtype, time_dtype, jac, h, gamma, solver) -> NewtonMatrix:
+    """A Newton matrix made from `jac` for this step alone (factorised unless
+    `gamma` is `None`)."""
+    cache = with_jacobian(empty(size, dtype, time_dtype, solver), jac, h)
+    if gamma is not None:
+        cache = factorised(cache, h, gamma, solver)
+    return cache
+
+
 def _operator(jac, gamma_h) -> lx.MatrixLinearOperator:
     eye = jnp.eye(jac.shape[0], dtype=jac.dtype)
     return lx.MatrixLinearOperator(eye - gamma_h.astype(jac.dtype) * jac)
