@@ -176,7 +176,10 @@ def lanes_cond(need, make, x):
 
     def update(x):
         new = make(x)
-        keep = need & lane_mask(need)
+        # Inside this branch an unbatched `need` is true: `lane_mask` is then
+        # the constant `True`, and XLA drops the select (with `need & ...`
+        # it kept one kernel per leaf; a kept Newton matrix has a dozen).
+        keep = lane_mask(need)
         return jtu.tree_map(lambda a, b: where(keep, a, b), new, x)
 
     return lax.cond(any_lane(need), update, lambda x: x, x)
