@@ -4,7 +4,6 @@ fewer Jacobians (counted in `Solution.stats`), the retry with a fresh one, the
 other ways of solving the stage equations (`VeryChord` with a Jacobian-free
 linear solver, `optimistix.Chord`), gradients, `vmap`, and the failure codes."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -13,6 +12,7 @@ import optimistix as optx
 import pytest
 
 import jaxdiffeq as jd
+from jaxdiffeq._solver import newton_matrix
 from jaxdiffeq.problems import PROBLEMS, brusselator_2d
 
 # 18 states: above `ALWAYS_FRESH_SIZE`, so the Newton matrix is kept.
@@ -95,7 +95,7 @@ def test_failed_iteration_with_a_kept_jacobian_retries_with_a_fresh_one():
     y0, args = _BRUSS.y0, _BRUSS.args
     state = solver.init(term, 0.0, 0.1, y0, args)
     y1, _, _, state, _ = solver.step(term, 0.0, 0.1, y0, args, state, False)
-    kept = eqx.tree_at(lambda s: s.stale, state, jnp.asarray(False))
+    kept = newton_matrix.marked(state, False)
     y_retry, _, _, after, result = solver.step(term, 0.1, 0.3, y1, args, kept, False)
     assert int(after.num_jacobians) == 2
     assert result == jd.RESULTS.successful
