@@ -15,7 +15,7 @@ counted; Diffrax's are one each per step attempt), and the error at `t1`
 against the reference in units of the tolerance (`atol + rtol |reference|`);
 SciPy's `Radau` and `BDF` at the same tolerances as reference rows (their wall
 time: plain Python, no compilation). With the sweep: our `Kvaerno3`,
-`Kvaerno5` and `Rodas5P` and Diffrax's `Kvaerno3` and `Kvaerno5` over `rtol`
+`Kvaerno5`, `Rodas4` and `Rodas5P` and Diffrax's `Kvaerno3` and `Kvaerno5` over `rtol`
 from 1e-3 to 1e-8 (`atol` scaled alike), the error against the time; from it
 the time of each library's fastest solver at equal error (interpolated in
 log-log at five errors both reach) and their ratio. Prints tables and writes
@@ -58,7 +58,7 @@ LIBS = {"ours": jd, "diffrax": diffrax}
 TARGET_RUN, TARGET_COMPILE = 0.5, 0.6  # ours / Diffrax, Kvaerno5 (issue 14)
 TARGET_EQUAL_ACCURACY = 0.3  # our fastest / Diffrax's fastest (issue 14)
 SWEEP_SOLVERS = {
-    "ours": ("Kvaerno3", "Kvaerno5", "Rodas5P"),
+    "ours": ("Kvaerno3", "Kvaerno5", "Rodas4", "Rodas5P"),
     "diffrax": ("Kvaerno3", "Kvaerno5"),
 }
 SWEEP_RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)

@@ -43,7 +43,7 @@ from . import newton_matrix as nm
 from .base import AbstractImplicitSolver
 from .butcher import ButcherTableau, MultiButcherTableau
 from .calculate_jacobian import CalculateJacobian
-from .dirk_stages import Stages, combine, diagonal, run_stages
+from .dirk_stages import Stages, combine, diagonal, no_stages, run_stages
 from .implicit import check_linearisable, failed_error, solve_stage_state
 from .runge_kutta import AbstractRungeKutta
 
@@ -239,8 +239,8 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
                 num_factorisations=cache.num_factorisations + int(gamma is not None),
             )
             return stages, counts
-        empty = jax.eval_shape(lambda: self._attempt(cache, g, h, run))
-        stages = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), empty)
+        implicit, explicit = self._tableaus()
+        stages = no_stages(implicit.num_stages, flat0, explicit is not None)
         carry = (cache, stages, jnp.asarray(False))
         (cache, stages, _), _ = lax.scan(round_, carry, np.array([True, False]))
         return stages, nm.after_step(cache, stages.slow, stages.code != 0)
