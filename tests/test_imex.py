@@ -50,6 +50,56 @@ def test_order_on_a_stiff_linear_implicit_term(name):
     assert abs(order - ORDERS[name]) < 0.3
 
 
+# Kennedy and Carpenter's dense output: its order (2 for KenCarp3, 3 for the
+# others), and the order of the error at interpolated times, `min(order + 1,
+# method order)`.
+DENSE_ORDERS = {"KenCarp3": 2, "KenCarp4": 3, "KenCarp5": 3}
+
+
+@pytest.mark.parametrize("name", list(DENSE_ORDERS))
+def test_kencarp_dense_output_satisfies_its_order_conditions(name):
+    # The transcribed coefficients, checked against the tableaux: b_i(1) = b_i,
+    # and the conditions of order 2 (and 3) as identities in the fraction s.
+    solver = getattr(jd, name)
+    coefficients = solver.interpolation_cls.coefficients
+    s = np.linspace(0.1, 1.0, 5)
+    weights = np.stack(
+        [
+            sum(coefficients[:, j] * x ** (j + 1) for j in range(coefficients.shape[1]))
+            for x in s
+        ]
+    )
+    for tableau in solver.tableau.tableaus:
+        b, c = np.asarray(tableau.b_sol), np.asarray(tableau.nodes())
+        a = np.asarray(tableau.a_matrix())
+        if tableau.a_diagonal is not None:
+            a = a + np.diag(tableau.a_diagonal)
+        np.testing.assert_allclose(weights[-1], b, atol=1e-14)
+        np.testing.assert_allclose(weights.sum(1), s, atol=1e-14)
+        np.testing.assert_allclose(weights @ c, s**2 / 2, atol=1e-14)
+        if DENSE_ORDERS[name] >= 3:
+            np.testing.assert_allclose(weights @ c**2, s**3 / 3, atol=1e-12)
+            np.testing.assert_allclose(weights @ (a @ c), s**3 / 6, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(DENSE_ORDERS))
+def test_kencarp_dense_output_order(name):
+    dts = [1 / 8, 1 / 16, 1 / 32, 1 / 64]
+    errors = []
+    for dt in dts:
+        ts = np.arange(0.0, 1.0, dt) + 0.37 * dt  # inside every step
+        solver = getattr(jd, name)(root_finder=jd.VeryChord(rtol=1e-12, atol=1e-12))
+        terms = jd.MultiTerm(_linear(_ROTATION), _linear(_MILD))
+        sol = jd.diffeqsolve(
+            terms, solver, 0.0, 1.0, dt, jnp.asarray(_Y0), saveat=jd.SaveAt(ts=ts)
+        )
+        exact = [scipy.linalg.expm((_ROTATION + _MILD) * t) @ _Y0 for t in ts]
+        errors.append(float(np.max(np.abs(np.asarray(sol.ys) - np.stack(exact)))))
+    order = np.polyfit(np.log(dts), np.log(errors), 1)[0]
+    expected = min(DENSE_ORDERS[name] + 1, ORDERS[name])
+    assert abs(order - expected) < 0.3
+
+
 def _cubic(t, y, args):
     return y - y**3 / 3 + jnp.sin(t).astype(y.dtype)
 

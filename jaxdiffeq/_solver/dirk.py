@@ -90,12 +90,17 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
     With the default root finder (`VeryChord`, dense LU) the Jacobian and its
     factorisation are kept in the solver state across steps and remade only when
     needed; `Solution.stats` reports `num_jacobians` and `num_factorisations`.
-    Dense output is the cubic Hermite interpolant between the step's ends.
+    Dense output is the cubic Hermite interpolant between the step's ends, or a
+    polynomial in the stages where the method has one (`dense_from_stages`).
     """
 
     interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
     calculate_jacobian: ClassVar[CalculateJacobian] = CalculateJacobian.every_stage
     keeps_state_on_reject: ClassVar[bool] = True
+    # Whether the dense output is a polynomial in all the stage increments
+    # (`interpolation_cls` an `AbstractStagePolynomialInterpolation`, as the
+    # KenCarp methods'), rather than the cubic Hermite between the step's ends.
+    dense_from_stages: ClassVar[bool] = False
 
     root_finder: optx.AbstractRootFinder = eqx.field(
         default_factory=default_root_finder
@@ -280,6 +285,12 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             unravel(combine(implicit, explicit, stages, "b_error")), result
         )
         y1 = unravel(y1_flat)
+        if self.dense_from_stages:
+            k = stages.k_implicit
+            if stages.k_explicit is not None:
+                k = k + stages.k_explicit
+            dense_info = dict(y0=y0, y1=y1, k=jax.vmap(unravel)(k))
+            return y1, y_error, dense_info, solver_state, result
         k_first = stages.k_implicit[0]
         if g_e is None and _stiffly_accurate(implicit):
             k_last = stages.k_implicit[-1]

@@ -4,6 +4,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._interpolation import AbstractStagePolynomialInterpolation
 from .._term import AbstractTerm
 from .butcher import ButcherTableau, MultiButcherTableau
 from .dirk import AbstractESDIRK
@@ -54,6 +55,22 @@ _implicit = ButcherTableau(
     ),
 )
 
+# The dense output (Kennedy and Carpenter 2003, the same paper): each stage's
+# weight is a polynomial in the step fraction `s`, `b_i(s) = sum_j B[i, j] s^(j+1)`
+# (columns s, s^2), for the explicit and implicit increments alike; of order 2.
+_DENSE = np.array(
+    [
+        [4655552711362 / 22874653954995, -215264564351 / 13552729205753],
+        [-18682724506714 / 9892148508045, 17870216137069 / 13817060693119],
+        [34259539580243 / 13192909600954, -28141676662227 / 17317692491321],
+        [584795268549 / 6622622206610, 2508943948391 / 7218656332882],
+    ]
+)
+
+
+class _KenCarp3Interpolation(AbstractStagePolynomialInterpolation):
+    coefficients: ClassVar[np.ndarray] = _DENSE
+
 
 class KenCarp3(AbstractESDIRK):
     """Kennedy and Carpenter's 3(2) implicit–explicit (IMEX) method:
@@ -66,6 +83,8 @@ class KenCarp3(AbstractESDIRK):
     """
 
     tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
+    interpolation_cls: ClassVar = _KenCarp3Interpolation
+    dense_from_stages: ClassVar[bool] = True
 
     def order(self, terms: AbstractTerm) -> int:
         del terms

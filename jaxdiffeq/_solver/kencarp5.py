@@ -4,6 +4,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._interpolation import AbstractStagePolynomialInterpolation
 from .._term import AbstractTerm
 from .butcher import ButcherTableau, MultiButcherTableau
 from .dirk import AbstractESDIRK
@@ -133,6 +134,51 @@ _implicit = ButcherTableau(
     ),
 )
 
+# The dense output (Kennedy and Carpenter 2003, the same paper): each stage's
+# weight is a polynomial in the step fraction `s`, `b_i(s) = sum_j B[i, j] s^(j+1)`
+# (columns s, s^2, s^3), for the explicit and implicit increments alike; of
+# order 3.
+_DENSE = np.array(
+    [
+        [
+            -17674230611817 / 10670229744614,
+            43486358583215 / 12773830924787,
+            -9257016797708 / 5021505065439,
+        ],
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [
+            65168852399939 / 7868540260826,
+            -91478233927265 / 11067650958493,
+            26096422576131 / 11239449250142,
+        ],
+        [
+            15494834004392 / 5936557850923,
+            -79368583304911 / 10890268929626,
+            92396832856987 / 20362823103730,
+        ],
+        [
+            -99329723586156 / 26959484932159,
+            -12239297817655 / 9152339842473,
+            30029262896817 / 10175596800299,
+        ],
+        [
+            -19024464361622 / 5461577185407,
+            115839755401235 / 10719374521269,
+            -26136350496073 / 3983972220547,
+        ],
+        [
+            -6511271360970 / 6095937251113,
+            5843115559534 / 2180450260947,
+            -5289405421727 / 3760307252460,
+        ],
+    ]
+)
+
+
+class _KenCarp5Interpolation(AbstractStagePolynomialInterpolation):
+    coefficients: ClassVar[np.ndarray] = _DENSE
+
 
 class KenCarp5(AbstractESDIRK):
     """Kennedy and Carpenter's 5(4) implicit–explicit (IMEX) method:
@@ -145,6 +191,8 @@ class KenCarp5(AbstractESDIRK):
     """
 
     tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
+    interpolation_cls: ClassVar = _KenCarp5Interpolation
+    dense_from_stages: ClassVar[bool] = True
 
     def order(self, terms: AbstractTerm) -> int:
         del terms
