@@ -1,7 +1,9 @@
 """Timing helpers shared by the benchmark scripts (see bench/README.md)."""
 
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -93,3 +95,19 @@ def ratio(times, num, den):
 
 def verdict(value, target):
     return "PASS" if value <= target else "MISS"
+
+
+def fresh_runs(argv, rounds, names=("ours", "diffrax")):
+    """`rounds` measurements per library, each in a new Python process running
+    `argv(name)` (a command line whose last line of output is JSON); the
+    libraries alternate, the order flipping every round. Returns `{name: [the
+    decoded outputs]}`."""
+    runs = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            print(f"  fresh process: {' '.join(argv(name)[1:])}", file=sys.stderr)
+            proc = subprocess.run(
+                argv(name), capture_output=True, text=True, check=True
+            )
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return runs

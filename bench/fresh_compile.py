@@ -21,7 +21,6 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -117,17 +116,11 @@ def worker(name, kind):
 
 
 def measure(kind, rounds):
-    runs = {"ours": [], "diffrax": []}
-    for r in range(rounds):
-        for name in ("ours", "diffrax") if r % 2 == 0 else ("diffrax", "ours"):
-            print(f"  fresh process: {name} {kind} ({r + 1}/{rounds})", file=sys.stderr)
-            proc = subprocess.run(
-                [sys.executable, __file__, "--worker", name, kind],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from common import fresh_runs
+
+    runs = fresh_runs(
+        lambda name: [sys.executable, __file__, "--worker", name, kind], rounds
+    )
     medians = {
         name: {
             key: statistics.median(run[key] for run in rs)

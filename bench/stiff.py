@@ -34,7 +34,6 @@ and XLA's compile, not what a first call costs.
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,13 @@ jax.config.update("jax_enable_compilation_cache", False)
 
 import diffrax  # noqa: E402
 import numpy as np  # noqa: E402
-from common import environment, ratio, summary, time_interleaved  # noqa: E402
+from common import (  # noqa: E402
+    environment,
+    fresh_runs,
+    ratio,
+    summary,
+    time_interleaved,
+)
 from scipy.integrate import solve_ivp  # noqa: E402
 
 import jaxdiffeq as jd  # noqa: E402
@@ -133,16 +138,10 @@ def compile_worker(lib_name, name):
 def fresh_compile(name, rounds):
     """`rounds` fresh processes per library (`compile_worker`): the median
     parts of each, and the median of the paired ratios of their totals."""
-    runs = {n: [] for n in LIBS}
-    for r in range(rounds):
-        for lib_name in list(LIBS) if r % 2 == 0 else list(LIBS)[::-1]:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--compile-worker", lib_name, name],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[lib_name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    runs = fresh_runs(
+        lambda lib_name: [sys.executable, __file__, "--compile-worker", lib_name, name],
+        rounds,
+    )
     medians = {
         n: {k: statistics.median(run[k] for run in rs) for k in rs[0]}
         for n, rs in runs.items()
