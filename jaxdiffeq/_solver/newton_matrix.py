@@ -48,7 +48,15 @@ FACTOR_MAX_AGE = 20
 
 
 # The positions in `NewtonMatrix.counters`.
-STALE, SINGULAR, JAC_AGE, FACTOR_AGE, NUM_JACOBIANS, NUM_FACTORISATIONS = range(6)
+_COUNTERS = (
+    "stale",
+    "singular",
+    "jac_age",
+    "factor_age",
+    "num_jacobians",
+    "num_factorisations",
+)
+_INDEX = {name: i for i, name in enumerate(_COUNTERS)}
 
 
 class NewtonMatrix(eqx.Module):
@@ -76,35 +84,34 @@ class NewtonMatrix(eqx.Module):
 
     @property
     def stale(self) -> Array:
-        return self.counters[STALE] != 0
+        return self.counters[_INDEX["stale"]] != 0
 
     @property
     def singular(self) -> Array:
-        return self.counters[SINGULAR] != 0
+        return self.counters[_INDEX["singular"]] != 0
 
     @property
     def jac_age(self) -> Array:
-        return self.counters[JAC_AGE]
+        return self.counters[_INDEX["jac_age"]]
 
     @property
     def factor_age(self) -> Array:
-        return self.counters[FACTOR_AGE]
+        return self.counters[_INDEX["factor_age"]]
 
     @property
     def num_jacobians(self) -> Array:
-        return self.counters[NUM_JACOBIANS]
+        return self.counters[_INDEX["num_jacobians"]]
 
     @property
     def num_factorisations(self) -> Array:
-        return self.counters[NUM_FACTORISATIONS]
+        return self.counters[_INDEX["num_factorisations"]]
 
 
 def _counted(cache: NewtonMatrix, **values) -> NewtonMatrix:
     """The cache with the named counters (`stale=...`, `jac_age=...`) set."""
     counters = cache.counters
     for name, value in values.items():
-        index = globals()[name.upper()]
-        counters = counters.at[index].set(jnp.asarray(value, counters.dtype))
+        counters = counters.at[_INDEX[name]].set(jnp.asarray(value, counters.dtype))
     return eqx.tree_at(lambda c: c.counters, cache, counters)
 
 
@@ -161,7 +168,7 @@ def empty(size: int, dtype, time_dtype, solver: lx.AbstractLinearSolver):
         jac=jac,
         factor=factor,
         sizes=jnp.ones((2,), time_dtype),
-        counters=jnp.zeros((6,), jnp.int32).at[STALE].set(1),
+        counters=jnp.zeros((len(_COUNTERS),), jnp.int32).at[_INDEX["stale"]].set(1),
     )
 
 
