@@ -39,6 +39,7 @@ from ._interpolation import (
     AbstractPath as AbstractPath,
     AbstractStagePolynomialInterpolation as AbstractStagePolynomialInterpolation,
     DenseInterpolation as DenseInterpolation,
+    FourthOrderPolynomialInterpolation as FourthOrderPolynomialInterpolation,
     LocalLinearInterpolation as LocalLinearInterpolation,
     ThirdOrderHermitePolynomialInterpolation as ThirdOrderHermitePolynomialInterpolation,
 )

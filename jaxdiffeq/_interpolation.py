@@ -146,6 +146,63 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
         return jtu.tree_map(leaf, self.y0, self.y1, self.k0, self.k1)
 
 
+# The quartic p(s) = y0 + k0 s + c2 s^2 + c3 s^3 + c4 s^4 in the step fraction
+# s with p(1) = y1, p'(1) = k1 and p(1/2) = ymid: (c2, c3, c4) is this matrix
+# times (y1 - y0 - k0, k1 - k0, ymid - y0 - k0 / 2).
+_QUARTIC = np.linalg.inv(
+    np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 4.0], [1 / 4, 1 / 8, 1 / 16]])
+)
+
+
+class FourthOrderPolynomialInterpolation(AbstractLocalInterpolation):
+    """The quartic through the step's ends and a midpoint estimate, with the
+    increments at both ends as its slopes (Diffrax's class of the same name).
+
+    A subclass sets the class variable `c_mid`, the stage weights of the
+    midpoint estimate `y(t_mid) ~ y0 + sum_i c_mid[i] k_i`; the increments at
+    `t0` and `t1` are the first and the last stage (`k[0]`, `k[-1]`: a
+    first-same-as-last method). With Shampine's midpoint weights for `Dopri5`
+    it is of order 4. Built from a solver's `dense_info` (`y0`, `y1`, `k`, the
+    stage increments on a leading axis).
+    """
+
+    c_mid: eqx.AbstractClassVar[np.ndarray]
+    t0: RealScalarLike
+    t1: RealScalarLike
+    coeffs: PyTree[Array]  # per leaf (5, ...): y0, k0, c2, c3, c4
+
+    def __init__(
+        self, *, t0: RealScalarLike, t1: RealScalarLike, y0: Y, y1: Y, k: PyTree[Array]
+    ):
+        def leaf(y0, y1, k):
+            c_mid = jnp.asarray(self.c_mid, k.dtype)
+            y_mid = y0 + jnp.tensordot(c_mid, k, 1).astype(y0.dtype)
+            k0, k1 = k[0], k[-1]
+            rhs = (y1 - y0 - k0, k1 - k0, y_mid - y0 - k0 / 2)
+            high = [
+                sum(jnp.asarray(m, y0.dtype) * r for m, r in zip(row, rhs))
+                for row in _QUARTIC
+            ]
+            return jnp.stack([y0, k0.astype(y0.dtype), *high])
+
+        self.t0 = t0
+        self.t1 = t1
+        self.coeffs = jtu.tree_map(leaf, y0, y1, k)
+
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
+        if t1 is not None:
+            return _increment(self, t0, t1, left)
+        s = _fraction(t0, self.t0, self.t1)
+
+        def leaf(c):
+            s_ = jnp.asarray(s).astype(c.dtype)
+            return c[0] + s_ * (c[1] + s_ * (c[2] + s_ * (c[3] + s_ * c[4])))
+
+        return jtu.tree_map(leaf, self.coeffs)
+
+
 class AbstractGlobalInterpolation(AbstractPath):
     """A path over a whole interval made of pieces between the times `ts`
     (`DenseInterpolation`, the dense output of a solve). Importable for
