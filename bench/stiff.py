@@ -5,6 +5,7 @@ Run from the repository root:
     .venv/bin/python bench/stiff.py                 # all problems, work-precision sweep
     .venv/bin/python bench/stiff.py --quick         # fewer repeats, no sweep
     .venv/bin/python bench/stiff.py --plot wp.png   # and the work-precision diagram
+    .venv/bin/python bench/stiff.py --sizes         # only the Brusselator size sweep
 
 Issue 14, item 9. For each problem (ROBER, HIRES, POLLU, VDPOL and the 2-D
 Brusselator with 2 x 16^2 states), at its suggested tolerances
@@ -55,9 +56,15 @@ from common import (  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 import jaxdiffeq as jd  # noqa: E402
-from jaxdiffeq.problems import PROBLEMS  # noqa: E402
+from jaxdiffeq.problems import PROBLEMS, brusselator_2d  # noqa: E402
 
 RESULTS_PATH = Path(__file__).parent / "results" / "stiff.json"
+SIZES_PATH = Path(__file__).parent / "results" / "stiff_sizes.json"
+# `--sizes`: the Brusselator on an N x N grid (2 N^2 states). Diffrax is run up
+# to N = 16 (512 states, 13 s a solve): it factorises at every step attempt, and
+# beyond that one solve takes minutes.
+SIZES = (4, 8, 12, 16, 24, 32)
+DIFFRAX_MAX_SIZE = 16
 NAMES = ("rober", "hires", "pollu", "vdpol", "brusselator")
 LIBS = {"ours": jd, "diffrax": diffrax}
 TARGET_RUN, TARGET_COMPILE = 0.5, 0.6  # ours / Diffrax, Kvaerno5 (issue 14)
@@ -369,6 +376,72 @@ def plot(path, sweeps):
     fig.savefig(path, dpi=120)
 
 
+def size_sweep(repeats):
+    """`Kvaerno5` on the Brusselator over `SIZES`: run time (median of
+    `repeats` calls after compilation), steps, Jacobians and factorisations,
+    and the time per step attempt."""
+    rows = []
+    for n in SIZES:
+        problem = brusselator_2d(n)
+        row = {"grid": n, "states": 2 * n * n}
+        for lib_name, lib in LIBS.items():
+            if lib_name == "diffrax" and n > DIFFRAX_MAX_SIZE:
+                continue
+            print(f"  sizes: {lib_name} N = {n}", file=sys.stderr, flush=True)
+            fn = solve_fn(lib, problem, "Kvaerno5", problem.rtol, problem.atol)
+            jax.block_until_ready(fn(problem.y0))
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = jax.block_until_ready(fn(problem.y0))
+                samples.append(time.perf_counter() - start)
+            _, accepted, rejected, ok, jacobians, factorisations = out
+            seconds = statistics.median(samples)
+            row[lib_name] = {
+                "time_s": seconds,
+                "samples_s": samples,
+                "accepted": int(accepted),
+                "rejected": int(rejected),
+                "success": bool(ok),
+                "jacobians": int(jacobians),
+                "factorisations": int(factorisations),
+                "per_attempt_s": seconds / max(int(accepted) + int(rejected), 1),
+            }
+        rows.append(row)
+    return rows
+
+
+def report_sizes(rows):
+    print(
+        f"\n{'N':>3} {'states':>6} {'ours s':>8} {'Dfx s':>8} {'ratio':>6} "
+        f"{'steps ours':>11} {'steps Dfx':>10} {'J/LU ours':>10} {'ours ms/att':>12} "
+        f"{'growth':>7}"
+    )
+    previous = None
+    for row in rows:
+        ours, dfx = row["ours"], row.get("diffrax")
+        growth = "-"
+        if previous is not None:
+            growth = np.log(ours["per_attempt_s"] / previous[1]) / np.log(
+                row["states"] / previous[0]
+            )
+            growth = f"{growth:.2f}"
+        previous = (row["states"], ours["per_attempt_s"])
+        dfx_s = "-" if dfx is None else f"{dfx['time_s']:.3f}"
+        ratio_ = "-" if dfx is None else f"{ours['time_s'] / dfx['time_s']:.2f}"
+        steps_dfx = "-" if dfx is None else f"{dfx['accepted']}/{dfx['rejected']}"
+        print(
+            f"{row['grid']:>3} {row['states']:>6} {ours['time_s']:8.3f} {dfx_s:>8} "
+            f"{ratio_:>6} {ours['accepted']:>5}/{ours['rejected']:<5} {steps_dfx:>10} "
+            f"{ours['jacobians']:>4}/{ours['factorisations']:<5} "
+            f"{ours['per_attempt_s'] * 1e3:12.2f} {growth:>7}"
+        )
+    print(
+        "growth: exponent of our time per step attempt in the number of states, "
+        "between neighbouring sizes (dense LU: 3 once the factorisations dominate)"
+    )
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--compile-worker":
         compile_worker(sys.argv[2], sys.argv[3])
@@ -377,7 +450,17 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--problems", default=",".join(NAMES))
     parser.add_argument("--plot", default=None, help="write the work-precision PNG")
+    parser.add_argument(
+        "--sizes", action="store_true", help="only the Brusselator size sweep"
+    )
     args = parser.parse_args()
+    if args.sizes:
+        rows = size_sweep(repeats=3)
+        report_sizes(rows)
+        payload = {"meta": environment(), "sizes": rows}
+        SIZES_PATH.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {SIZES_PATH}")
+        return
     cfg = argparse.Namespace(
         repeats=3 if args.quick else 7,
         min_sample_s=0.02,
