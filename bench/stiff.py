@@ -77,16 +77,17 @@ SWEEP_RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 EQUAL_ACCURACY_LEVELS = 5
 
 
-def solve_fn(lib, problem, solver_name, rtol, atol):
+def solve_fn(lib, problem, solver_name, rtol, atol, solver=None):
     """A jitted `y0 -> (y(t1), accepted, rejected, success, jacobians,
     factorisations)`. Ours counts its Jacobians and factorisations
     (`Solution.stats`); Diffrax's `VeryChord` linearises and factorises once
-    per step attempt, by construction, so its counts are its attempts."""
+    per step attempt, by construction, so its counts are its attempts.
+    `solver`, if given, replaces `solver_name`'s default instance."""
 
     def solve(y0):
         sol = lib.diffeqsolve(
             lib.ODETerm(problem.f),
-            getattr(lib, solver_name)(),
+            getattr(lib, solver_name)() if solver is None else solver,
             problem.t0,
             problem.t1,
             None,
@@ -376,19 +377,34 @@ def plot(path, sweeps):
     fig.savefig(path, dpi=120)
 
 
+def _gmres_kvaerno5():
+    """Our `Kvaerno5` with a Jacobian-free linear solver (GMRES on Jacobian-vector
+    products, at each stage's guess: nothing kept across steps)."""
+    import lineax as lx
+
+    gmres = lx.GMRES(rtol=1e-8, atol=1e-10, max_steps=200, restart=40)
+    finder = jd.with_stepsize_controller_tols(jd.VeryChord)(linear_solver=gmres)
+    return jd.Kvaerno5(root_finder=finder)
+
+
 def size_sweep(repeats):
-    """`Kvaerno5` on the Brusselator over `SIZES`: run time (median of
-    `repeats` calls after compilation), steps, Jacobians and factorisations,
-    and the time per step attempt."""
+    """`Kvaerno5` on the Brusselator over `SIZES`, ours (dense LU; and with
+    GMRES, "ours_gmres") and Diffrax's: run time (median of `repeats` calls
+    after compilation), steps, Jacobians and factorisations, and the time per
+    step attempt."""
     rows = []
+    variants = {"ours": (jd, None), "ours_gmres": (jd, _gmres_kvaerno5())}
+    variants["diffrax"] = (diffrax, None)
     for n in SIZES:
         problem = brusselator_2d(n)
         row = {"grid": n, "states": 2 * n * n}
-        for lib_name, lib in LIBS.items():
+        for lib_name, (lib, solver) in variants.items():
             if lib_name == "diffrax" and n > DIFFRAX_MAX_SIZE:
                 continue
             print(f"  sizes: {lib_name} N = {n}", file=sys.stderr, flush=True)
-            fn = solve_fn(lib, problem, "Kvaerno5", problem.rtol, problem.atol)
+            fn = solve_fn(
+                lib, problem, "Kvaerno5", problem.rtol, problem.atol, solver=solver
+            )
             jax.block_until_ready(fn(problem.y0))
             samples = []
             for _ in range(repeats):
@@ -415,7 +431,7 @@ def report_sizes(rows):
     print(
         f"\n{'N':>3} {'states':>6} {'ours s':>8} {'Dfx s':>8} {'ratio':>6} "
         f"{'steps ours':>11} {'steps Dfx':>10} {'J/LU ours':>10} {'ours ms/att':>12} "
-        f"{'growth':>7}"
+        f"{'growth':>7} {'GMRES s':>8}"
     )
     previous = None
     for row in rows:
@@ -434,11 +450,13 @@ def report_sizes(rows):
             f"{row['grid']:>3} {row['states']:>6} {ours['time_s']:8.3f} {dfx_s:>8} "
             f"{ratio_:>6} {ours['accepted']:>5}/{ours['rejected']:<5} {steps_dfx:>10} "
             f"{ours['jacobians']:>4}/{ours['factorisations']:<5} "
-            f"{ours['per_attempt_s'] * 1e3:12.2f} {growth:>7}"
+            f"{ours['per_attempt_s'] * 1e3:12.2f} {growth:>7} "
+            f"{row['ours_gmres']['time_s']:8.3f}"
         )
     print(
         "growth: exponent of our time per step attempt in the number of states, "
-        "between neighbouring sizes (dense LU: 3 once the factorisations dominate)"
+        "between neighbouring sizes (dense LU: 3 once the factorisations dominate); "
+        "GMRES: ours with a Jacobian-free linear solver"
     )
 
 
