@@ -146,12 +146,19 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
         return jtu.tree_map(leaf, self.y0, self.y1, self.k0, self.k1)
 
 
-# The quartic p(s) = y0 + k0 s + c2 s^2 + c3 s^3 + c4 s^4 in the step fraction
-# s with p(1) = y1, p'(1) = k1 and p(1/2) = ymid: (c2, c3, c4) is this matrix
-# times (y1 - y0 - k0, k1 - k0, ymid - y0 - k0 / 2).
-_QUARTIC = np.linalg.inv(
-    np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 4.0], [1 / 4, 1 / 8, 1 / 16]])
+# The quartic p(s) = y0 + c1 s + c2 s^2 + c3 s^3 + c4 s^4 in the step fraction s
+# through a step's ends and its midpoint: the rows give, from (c1, ..., c4), its
+# slope at s = 0, its value at s = 1/2 and at s = 1 (less y0), its slope at s = 1.
+# `Dopri5` solves the same conditions for stage weights.
+QUARTIC_CONDITIONS = np.array(
+    [
+        [1, 0, 0, 0],
+        [1 / 2, 1 / 4, 1 / 8, 1 / 16],
+        [1, 1, 1, 1],
+        [1, 2, 3, 4],
+    ]
 )
+_QUARTIC = np.linalg.inv(QUARTIC_CONDITIONS)
 
 
 class FourthOrderPolynomialInterpolation(AbstractLocalInterpolation):
@@ -169,7 +176,7 @@ class FourthOrderPolynomialInterpolation(AbstractLocalInterpolation):
     c_mid: eqx.AbstractClassVar[np.ndarray]
     t0: RealScalarLike
     t1: RealScalarLike
-    coeffs: PyTree[Array]  # per leaf (5, ...): y0, k0, c2, c3, c4
+    coeffs: PyTree[Array]  # per leaf (5, ...): y0, c1, c2, c3, c4
 
     def __init__(
         self, *, t0: RealScalarLike, t1: RealScalarLike, y0: Y, y1: Y, k: PyTree[Array]
@@ -177,13 +184,13 @@ class FourthOrderPolynomialInterpolation(AbstractLocalInterpolation):
         def leaf(y0, y1, k):
             c_mid = jnp.asarray(self.c_mid, k.dtype)
             y_mid = y0 + jnp.tensordot(c_mid, k, 1).astype(y0.dtype)
-            k0, k1 = k[0], k[-1]
-            rhs = (y1 - y0 - k0, k1 - k0, y_mid - y0 - k0 / 2)
-            high = [
+            k0, k1 = k[0].astype(y0.dtype), k[-1].astype(y0.dtype)
+            rhs = (k0, y_mid - y0, y1 - y0, k1)
+            c = [
                 sum(jnp.asarray(m, y0.dtype) * r for m, r in zip(row, rhs))
                 for row in _QUARTIC
             ]
-            return jnp.stack([y0, k0.astype(y0.dtype), *high])
+            return jnp.stack([y0, *c])
 
         self.t0 = t0
         self.t1 = t1

@@ -7,28 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdiffeq as jd
-
-# Shampine's midpoint weights for Dormand and Prince's 5(4) pair (L. F.
-# Shampine, "Some practical Runge-Kutta formulas", Math. Comp. 46 (1986)),
-# halved: the increments are over the whole step.
-_SHAMPINE_MID = (
-    np.array(
-        [
-            6025192743 / 30085553152,
-            0.0,
-            51252292925 / 65400821598,
-            -2691868925 / 45128329728,
-            187940372067 / 1594534317056,
-            -1776094331 / 19743644256,
-            11237099 / 235043384,
-        ]
-    )
-    / 2
-)
+from jaxdiffeq._solver import dopri5
 
 
 class _Dopri5Quartic(jd.FourthOrderPolynomialInterpolation):
-    c_mid = _SHAMPINE_MID
+    c_mid = dopri5._midpoint  # Shampine's (1986) midpoint weights
 
 
 def test_quartic_meets_its_conditions():

@@ -4,7 +4,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._interpolation import AbstractStagePolynomialInterpolation
+from .._interpolation import QUARTIC_CONDITIONS, AbstractStagePolynomialInterpolation
 from .._term import AbstractTerm
 from .butcher import ButcherTableau
 from .runge_kutta import AbstractRungeKutta
@@ -52,16 +52,8 @@ _midpoint = (
     )
     / 2
 )
-_conditions = np.array(
-    [
-        [1, 0, 0, 0],  # slope at s = 0
-        [1 / 2, 1 / 4, 1 / 8, 1 / 16],  # value at s = 1/2
-        [1, 1, 1, 1],  # value at s = 1
-        [1, 2, 3, 4],  # slope at s = 1
-    ]
-)
 _targets = np.stack([np.eye(7)[0], _midpoint, _b_sol, np.eye(7)[-1]])
-_dense = np.linalg.solve(_conditions, _targets).T  # (stages, 4)
+_dense = np.linalg.solve(QUARTIC_CONDITIONS, _targets).T  # (stages, 4)
 
 
 class _Dopri5Interpolation(AbstractStagePolynomialInterpolation):
