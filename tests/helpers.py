@@ -138,3 +138,24 @@ def radau_at_t1(problem, rtol, atol):
     )
     assert sol.status == 0, sol.message
     return sol.y[:, -1]
+
+
+def scaled_error_at_t1(problem, solver):
+    """The error of `solver` at `problem.t1`, at the problem's suggested
+    tolerances, in units of `atol + rtol |reference|` (the solve must succeed)."""
+    sol = jd.diffeqsolve(
+        jd.ODETerm(problem.f),
+        solver,
+        problem.t0,
+        problem.t1,
+        None,
+        problem.y0,
+        problem.args,
+        stepsize_controller=jd.PIDController(rtol=problem.rtol, atol=problem.atol),
+        max_steps=20_000,
+        throw=False,
+    )
+    assert sol.result == jd.RESULTS.successful
+    reference = np.asarray(problem.reference)
+    scale = problem.atol + problem.rtol * np.abs(reference)
+    return float(np.max(np.abs(np.asarray(sol.ys[-1]) - reference) / scale))
