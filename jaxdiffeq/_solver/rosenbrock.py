@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
-from .._interpolation import AbstractLocalInterpolation, _fraction
+from .._interpolation import AbstractLocalInterpolation, _fraction, _increment
 from .._results import RESULTS
 from .._term import AbstractTerm, scales_by_control
 from .base import AbstractAdaptiveSolver
@@ -97,9 +97,7 @@ class RosenbrockInterpolation(AbstractLocalInterpolation):
         self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
     ) -> PyTree[Array]:
         if t1 is not None:
-            return jax.tree.map(
-                lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1)
-            )
+            return _increment(self, t0, t1, left)
         s = _fraction(t0, self.t0, self.t1)
 
         def leaf(y0, y1, q):
@@ -110,9 +108,6 @@ class RosenbrockInterpolation(AbstractLocalInterpolation):
             return (1 - s_) * y0 + s_ * (y1 + (1 - s_) * inner)
 
         return jax.tree.map(leaf, self.y0, self.y1, self.q)
-
-    def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
-        return jax.jvp(lambda s: self.evaluate(s), (t,), (jnp.ones_like(t),))[1]
 
 
 def _w_operator(jac_vp, jac, h_gamma, structure, dense: bool):
