@@ -33,7 +33,10 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
-from .._interpolation import ThirdOrderHermitePolynomialInterpolation
+from .._interpolation import (
+    AbstractStagePolynomialInterpolation,
+    ThirdOrderHermitePolynomialInterpolation,
+)
 from .._misc import lanes_cond
 from .._results import RESULTS
 from .._root_finder import default_root_finder
@@ -91,16 +94,13 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
     factorisation are kept in the solver state across steps and remade only when
     needed; `Solution.stats` reports `num_jacobians` and `num_factorisations`.
     Dense output is the cubic Hermite interpolant between the step's ends, or a
-    polynomial in the stages where the method has one (`dense_from_stages`).
+    polynomial in the stages where the method's `interpolation_cls` is an
+    `AbstractStagePolynomialInterpolation` (the KenCarp methods).
     """
 
     interpolation_cls: ClassVar = ThirdOrderHermitePolynomialInterpolation.from_k
     calculate_jacobian: ClassVar[CalculateJacobian] = CalculateJacobian.every_stage
     keeps_state_on_reject: ClassVar[bool] = True
-    # Whether the dense output is a polynomial in all the stage increments
-    # (`interpolation_cls` an `AbstractStagePolynomialInterpolation`, as the
-    # KenCarp methods'), rather than the cubic Hermite between the step's ends.
-    dense_from_stages: ClassVar[bool] = False
 
     root_finder: optx.AbstractRootFinder = eqx.field(
         default_factory=default_root_finder
@@ -127,6 +127,15 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             )
         explicit, implicit = terms.terms
         return implicit, explicit
+
+    def _dense_from_stages(self) -> bool:
+        """Whether the dense output is a polynomial in all the stage increments
+        (an `AbstractStagePolynomialInterpolation`, as the KenCarp methods'),
+        rather than the cubic Hermite between the step's ends."""
+        cls = self.interpolation_cls
+        return isinstance(cls, type) and issubclass(
+            cls, AbstractStagePolynomialInterpolation
+        )
 
     def _reuses(self) -> bool:
         """Whether the Newton matrix is kept across steps."""
@@ -285,7 +294,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             unravel(combine(implicit, explicit, stages, "b_error")), result
         )
         y1 = unravel(y1_flat)
-        if self.dense_from_stages:
+        if self._dense_from_stages():
             k = stages.k_implicit
             if stages.k_explicit is not None:
                 k = k + stages.k_explicit

@@ -84,7 +84,6 @@ class KenCarp3(AbstractESDIRK):
 
     tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
     interpolation_cls: ClassVar = _KenCarp3Interpolation
-    dense_from_stages: ClassVar[bool] = True
 
     def order(self, terms: AbstractTerm) -> int:
         del terms

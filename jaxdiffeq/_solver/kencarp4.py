@@ -173,7 +173,6 @@ class KenCarp4(AbstractESDIRK):
 
     tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
     interpolation_cls: ClassVar = _KenCarp4Interpolation
-    dense_from_stages: ClassVar[bool] = True
 
     def order(self, terms: AbstractTerm) -> int:
         del terms

@@ -192,7 +192,6 @@ class KenCarp5(AbstractESDIRK):
 
     tableau: ClassVar = MultiButcherTableau(_explicit, _implicit)
     interpolation_cls: ClassVar = _KenCarp5Interpolation
-    dense_from_stages: ClassVar[bool] = True
 
     def order(self, terms: AbstractTerm) -> int:
         del terms
