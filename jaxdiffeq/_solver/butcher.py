@@ -5,6 +5,15 @@ import equinox as eqx
 import numpy as np
 
 
+def lower_triangular(rows) -> np.ndarray:
+    """The square matrix whose row `i` starts with `rows[i]` (strictly lower
+    triangular when row `i` has at most `i` entries)."""
+    m = np.zeros((len(rows), len(rows)))
+    for i, row in enumerate(rows):
+        m[i, : len(row)] = row
+    return m
+
+
 class ButcherTableau(eqx.Module):
     """The coefficients of a Runge–Kutta method: explicit, or diagonally implicit.
 
@@ -99,11 +108,7 @@ class ButcherTableau(eqx.Module):
 
     def a_matrix(self) -> np.ndarray:
         """The strictly lower-triangular `(s, s)` matrix of stage coefficients."""
-        s = self.num_stages
-        a = np.zeros((s, s))
-        for i, row in enumerate(self.a_lower):
-            a[i + 1, : i + 1] = row
-        return a
+        return lower_triangular([(), *self.a_lower])
 
     def nodes(self) -> np.ndarray:
         """All `s` nodes, `c1` first."""

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from .butcher import ButcherTableau
+from .butcher import ButcherTableau, lower_triangular
 
 
 class Stages(NamedTuple):
@@ -45,15 +45,9 @@ def no_stages(num_stages: int, y0: Array, imex: bool) -> Stages:
 
 def predictor(tableau: ButcherTableau) -> np.ndarray:
     """The `(s, s)` strictly lower-triangular matrix of initial guesses."""
-    s = tableau.num_stages
-    p = np.zeros((s, s))
-    if tableau.a_predictor is None:
-        for i in range(1, s):
-            p[i, i - 1] = 1.0
-    else:
-        for i, row in enumerate(tableau.a_predictor):
-            p[i + 1, : i + 1] = row
-    return p
+    if tableau.a_predictor is None:  # each stage from the one before
+        return np.eye(tableau.num_stages, k=-1)
+    return lower_triangular([(), *tableau.a_predictor])
 
 
 def diagonal(tableau: ButcherTableau) -> np.ndarray:

@@ -5,7 +5,8 @@ from typing import ClassVar
 import numpy as np
 
 from .._term import AbstractTerm
-from .rosenbrock import AbstractRosenbrock, RosenbrockTableau, lower_triangular
+from .butcher import lower_triangular
+from .rosenbrock import AbstractRosenbrock, RosenbrockTableau
 
 # Coefficients: E. Hairer and G. Wanner, Solving Ordinary Differential Equations
 # II (2nd ed., Springer 1996), §VI.4, the method of their code RODAS, in their

@@ -5,7 +5,8 @@ from typing import ClassVar
 import numpy as np
 
 from .._term import AbstractTerm
-from .rosenbrock import AbstractRosenbrock, RosenbrockTableau, lower_triangular
+from .butcher import lower_triangular
+from .rosenbrock import AbstractRosenbrock, RosenbrockTableau
 
 # Coefficients: G. Steinebach, "Construction of Rosenbrock–Wanner method Rodas5P
 # and numerical benchmarks within the Julia Differential Equations package",

@@ -41,15 +41,6 @@ from .base import AbstractAdaptiveSolver
 from .implicit import check_linearisable, failed_error
 
 
-def lower_triangular(rows) -> np.ndarray:
-    """The square matrix whose row `i` starts with `rows[i]` (strictly lower
-    triangular when row `i` has at most `i` entries)."""
-    m = np.zeros((len(rows), len(rows)))
-    for i, row in enumerate(rows):
-        m[i, : len(row)] = row
-    return m
-
-
 class RosenbrockTableau(eqx.Module):
     """The coefficients of a Rosenbrock method in Hairer–Wanner's `W`-form:
     `gamma`, `a` and `C` (`(s, s)`, strictly lower triangular), the nodes `c`
