@@ -1,8 +1,11 @@
 """The Newton matrix kept across steps by the diagonally implicit methods (issue
 14, item 4): the same solution to tolerance as a fresh Jacobian at every step,
-fewer Jacobians (counted in `Solution.stats`), the retry with a fresh one, the
+fewer Jacobians (counted in `Solution.stats`), the retry with a fresh one (at
+the same step size, even with constant steps), the
 other ways of solving the stage equations (`VeryChord` with a Jacobian-free
 linear solver, `optimistix.Chord`), gradients, `vmap`, and the failure codes."""
+
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -85,22 +88,80 @@ def test_kept_state_is_returned_and_counts_agree():
     assert int(state.jac_age) < 50 and int(state.factor_age) < 20
 
 
-def test_failed_iteration_with_a_kept_jacobian_retries_with_a_fresh_one():
+def test_failed_iteration_with_a_kept_jacobian_asks_for_a_retry():
     # A Jacobian kept from a short step at t = 0 (marked not stale by hand) is
     # too poor for a step twice as long: the chord iteration fails with it,
-    # and the step retries with a fresh one (a second Jacobian) instead of
-    # being rejected; it then equals the step begun with a fresh Jacobian.
+    # and the step asks to be attempted again at the same size (`retries`);
+    # that attempt, with a fresh Jacobian, equals the step begun with one.
     solver = jd.Kvaerno5(root_finder=jd.VeryChord(rtol=1e-6, atol=1e-8))
     term = jd.ODETerm(_BRUSS.f)
     y0, args = _BRUSS.y0, _BRUSS.args
     state = solver.init(term, 0.0, 0.1, y0, args)
     y1, _, _, state, _ = solver.step(term, 0.0, 0.1, y0, args, state, False)
     kept = newton_matrix.marked(state, False)
-    y_retry, _, _, after, result = solver.step(term, 0.1, 0.3, y1, args, kept, False)
-    assert int(after.num_jacobians) == 2
+    _, error, _, after, result = solver.step(term, 0.1, 0.3, y1, args, kept, False)
+    assert result != jd.RESULTS.successful
+    assert not np.isfinite(error).any()
+    assert bool(solver.retries(after)) and int(after.num_jacobians) == 1
+    y_retry, _, _, again, result = solver.step(term, 0.1, 0.3, y1, args, after, False)
     assert result == jd.RESULTS.successful
+    assert not bool(solver.retries(again)) and int(again.num_jacobians) == 2
     y_fresh, *_ = solver.step(term, 0.1, 0.3, y1, args, state, False)
     np.testing.assert_allclose(y_retry, y_fresh, rtol=1e-12)
+
+
+class _RetriesEveryFirstAttempt(jd.Heun):
+    # Heun whose every first attempt at a step returns NaN and asks to be
+    # attempted again (`retries`), as a DIRK does after a failed Newton
+    # iteration with a kept Jacobian. Its state counts the attempts.
+    keeps_state_on_reject: ClassVar[bool] = True
+
+    def init(self, terms, t0, t1, y0, args):
+        return jnp.asarray(0)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y1, error, dense, _, result = super().step(
+            terms, t0, t1, y0, args, None, made_jump
+        )
+        first = solver_state % 2 == 0
+        y1 = jnp.where(first, jnp.nan, y1)
+        error = jnp.where(first, jnp.nan, error)
+        return y1, error, dense, solver_state + 1, result
+
+    def retries(self, solver_state):
+        return solver_state % 2 == 1
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_a_retried_attempt_changes_nothing_but_the_count(adaptive):
+    # The loop's side of the retry: the attempt is not accepted, the times
+    # and the controller's state stay (constant steps do not fail), so the
+    # solution is the plain method's with one more rejected attempt a step.
+    def solve(solver):
+        controller = (
+            jd.PIDController(rtol=1e-5, atol=1e-7)
+            if adaptive
+            else jd.ConstantStepSize()
+        )
+        return jd.diffeqsolve(
+            jd.ODETerm(lambda t, y, args: -y * (1 + y**2)),
+            solver,
+            0.0,
+            2.0,
+            0.125,
+            jnp.array([1.0, 2.0]),
+            stepsize_controller=controller,
+            saveat=jd.SaveAt(steps=True),
+        )
+
+    plain, retried = solve(jd.Heun()), solve(_RetriesEveryFirstAttempt())
+    assert retried.result == jd.RESULTS.successful
+    np.testing.assert_array_equal(retried.ts, plain.ts)
+    np.testing.assert_array_equal(retried.ys, plain.ys)
+    accepted = int(plain.stats["num_accepted_steps"])
+    assert int(retried.stats["num_accepted_steps"]) == accepted
+    attempts = accepted + int(plain.stats["num_rejected_steps"])
+    assert int(retried.stats["num_rejected_steps"]) == attempts + attempts - accepted
 
 
 def test_vmap_over_initial_values_and_parameters():

@@ -119,6 +119,25 @@ def _retried(env: Env, y_error, solver_result):
     return RESULTS.where(retryable, RESULTS.successful, solver_result)
 
 
+def _again(cfg: Settings, step: StepState, retry, decision):
+    """The decision on a step the solver attempts again (`retries`: a failed
+    Newton iteration with a kept Jacobian): not accepted, the same times, and
+    not a failure even with constant steps. (The caller keeps the controller's
+    state.)"""
+    keep_step, next_tprev, next_tnext, next_made_jump, solver_result = decision
+    if not isinstance(solver_result, RESULTS):
+        solver_result = RESULTS(solver_result)
+    if cfg.can_jump:
+        next_made_jump = where(retry, step.made_jump, next_made_jump)
+    return (
+        keep_step & ~retry,
+        where(retry, step.tprev, next_tprev),
+        where(retry, step.tnext, next_tnext),
+        next_made_jump,
+        RESULTS.where(retry, RESULTS.successful, solver_result),
+    )
+
+
 def attempt_step(
     cfg: Settings, env: Env, step: StepState, hold=None
 ) -> tuple[StepState, LastStep]:
@@ -156,6 +175,14 @@ def attempt_step(
     )
     keep_step = jnp.asarray(keep_step)
     next_tprev, next_tnext = _next_times(env, keep_step, next_tprev, next_tnext)
+    retry = env.solver.retries(new_solver_state)
+    if retry is not None:
+        keep_step, next_tprev, next_tnext, next_made_jump, solver_result = _again(
+            cfg,
+            step,
+            retry,
+            (keep_step, next_tprev, next_tnext, next_made_jump, solver_result),
+        )
     result = _result_code(
         env,
         step,
@@ -183,7 +210,10 @@ def attempt_step(
             cfg.cond_size,
         ),
         controller_state=tree_where(
-            advance, new_controller_state, step.controller_state, cfg.cond_size
+            advance if retry is None else advance & ~retry,
+            new_controller_state,
+            step.controller_state,
+            cfg.cond_size,
         ),
         result=where(active, result, step.result),
         num_accepted_steps=step.num_accepted_steps + accept.astype(jnp.int32),

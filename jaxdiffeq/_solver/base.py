@@ -6,7 +6,7 @@ from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import equinox as eqx
 import optimistix as optx
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import AbstractLocalInterpolation
@@ -90,6 +90,13 @@ class AbstractSolver(eqx.Module, **_metaclass):
     # valid at the step's start, such as a Jacobian), not only after an accepted
     # one (which a first-same-as-last stage needs).
     keeps_state_on_reject: ClassVar[bool] = False
+
+    def retries(self, solver_state: SolverState) -> Array | None:
+        """Whether the step that returned `solver_state` is to be attempted
+        again at the same size, not rejected (the step-size controller is not
+        asked), e.g. with a fresh Jacobian; `None` where it never is."""
+        del solver_state
+        return None
 
     def stats(self, solver_state: SolverState) -> dict[str, Any]:
         """Counts the method keeps in its final state, added to `Solution.stats`

@@ -31,13 +31,13 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
+from jaxtyping import Array
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interpolation import (
     AbstractStagePolynomialInterpolation,
     ThirdOrderHermitePolynomialInterpolation,
 )
-from .._misc import lanes_cond
 from .._results import RESULTS
 from .._root_finder import default_root_finder
 from .._term import AbstractTerm, MultiTerm
@@ -46,7 +46,7 @@ from . import newton_matrix as nm
 from .base import AbstractImplicitSolver
 from .butcher import ButcherTableau, MultiButcherTableau
 from .calculate_jacobian import CalculateJacobian
-from .dirk_stages import Stages, combine, diagonal, no_stages, run_stages
+from .dirk_stages import Stages, combine, diagonal, run_stages
 from .implicit import check_linearisable, failed_error, solve_stage_state
 from .runge_kutta import AbstractRungeKutta
 
@@ -216,31 +216,17 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
     def _cached(self, cache: nm.NewtonMatrix | nm.FreshCounts, g, t0, h, flat0, run):
         """The stages with the kept Newton matrix, and the matrix for the next
         step. A small state (`ALWAYS_FRESH_SIZE`) makes both afresh at every
-        step, with no retry to need, and keeps only their counts
-        (`nm.FreshCounts`). Otherwise two rounds of a `lax.scan`, the
-        stages traced once (compile time): the first with the matrix as `plan`
-        says, the second (skipped by a `lax.cond` unless needed) with a fresh
-        Jacobian where the first failed with a kept one."""
+        step and keeps only their counts (`nm.FreshCounts`). Otherwise the
+        matrix is remade as `nm.plan` says; a chord iteration that fails with a
+        kept Jacobian marks the matrix for a retry (`retries`), which the step
+        loop makes at the same step size, with a fresh Jacobian. (The retry
+        inside the step, a second round of the stages, doubled the stages'
+        code to compile: POLLU, 0.3 s of 1.9 s.)"""
         solver = self._chord().linear_solver
         gamma = self._gamma()
 
         def jacobian():
             return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
-
-        def round_(carry, first):
-            def go(carry):
-                cache, _, fresh = carry
-                need_jac, need_factor = nm.plan(cache, h)
-                need_jac = need_jac | ~first
-                need_factor = need_factor | ~first
-                cache = nm.refresh(
-                    cache, need_jac, need_factor, jacobian, h, gamma, solver
-                )
-                return cache, self._attempt(cache, g, h, run), fresh | need_jac
-
-            _, stages, fresh = carry
-            needed = first | ((stages.code != 0) & ~fresh)
-            return lanes_cond(needed, go, carry), None
 
         if isinstance(cache, nm.FreshCounts):
             time_dtype = jnp.result_type(h)
@@ -253,11 +239,17 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
                 num_factorisations=cache.num_factorisations + int(gamma is not None),
             )
             return stages, counts
-        implicit, explicit = self._tableaus()
-        stages = no_stages(implicit.num_stages, flat0, explicit is not None)
-        carry = (cache, stages, jnp.asarray(False))
-        (cache, stages, _), _ = lax.scan(round_, carry, np.array([True, False]))
-        return stages, nm.after_step(cache, stages.slow, stages.code != 0)
+        need_jac, need_factor = nm.plan(cache, h)
+        cache = nm.refresh(cache, need_jac, need_factor, jacobian, h, gamma, solver)
+        stages = self._attempt(cache, g, h, run)
+        return stages, nm.after_step(cache, stages.slow, stages.code != 0, ~need_jac)
+
+    def retries(self, solver_state) -> Array | None:
+        """Whether the step just attempted failed with a kept Jacobian and is to
+        be attempted again, at the same size, with a fresh one."""
+        if isinstance(solver_state, nm.NewtonMatrix):
+            return solver_state.retry
+        return None
 
     def step(
         self,

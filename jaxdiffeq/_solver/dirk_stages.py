@@ -31,18 +31,6 @@ class Stages(NamedTuple):
     slow: Array
 
 
-def no_stages(num_stages: int, y0: Array, imex: bool) -> Stages:
-    """Zeros shaped as the stages of a step from `y0` (built directly rather
-    than by tracing a step abstractly, which costs a trace of the stages)."""
-    k = jnp.zeros((num_stages, *y0.shape), y0.dtype)
-    return Stages(
-        k_implicit=k,
-        k_explicit=k if imex else None,
-        code=jnp.asarray(0, jnp.int32),
-        slow=jnp.asarray(False),
-    )
-
-
 def predictor(tableau: ButcherTableau) -> np.ndarray:
     """The `(s, s)` strictly lower-triangular matrix of initial guesses."""
     if tableau.a_predictor is None:  # each stage from the one before

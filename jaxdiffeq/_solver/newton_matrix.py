@@ -19,8 +19,10 @@ When the step recomputes what (`plan`):
   more than `STEP_CHANGE` since it was made (the `0.3` of CVODE), and every
   `FACTOR_MAX_AGE` steps.
 
-A step whose chord iteration fails with a kept Jacobian recomputes it and tries
-again before it is rejected (`dirk.py`). States of at most `ALWAYS_FRESH_SIZE`
+A step whose chord iteration fails with a kept Jacobian is attempted again, at
+the same size, with a fresh one before it is rejected: `after_step` marks the
+matrix `retry`, and the step loop repeats the attempt without asking the
+step-size controller (`AbstractDIRK.retries`). States of at most `ALWAYS_FRESH_SIZE`
 elements make both afresh at every step. Nothing here carries a gradient: the
 stage equations are differentiated by the implicit function theorem, through
 the vector field itself.
@@ -50,6 +52,7 @@ FACTOR_MAX_AGE = 20
 # The positions in `NewtonMatrix.counters`.
 _COUNTERS = (
     "stale",
+    "retry",
     "singular",
     "jac_age",
     "factor_age",
@@ -85,6 +88,10 @@ class NewtonMatrix(eqx.Module):
     @property
     def stale(self) -> Array:
         return self.counters[_INDEX["stale"]] != 0
+
+    @property
+    def retry(self) -> Array:
+        return self.counters[_INDEX["retry"]] != 0
 
     @property
     def singular(self) -> Array:
@@ -222,7 +229,9 @@ def factorised(cache: NewtonMatrix, h, gamma, solver) -> NewtonMatrix:
     )
 
 
-def refresh(cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solver):
+def refresh(
+    cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solver
+) -> NewtonMatrix:
     """The cache with a new Jacobian (`jacobian()`, made at step `h`) where
     `need_jac`, and a new factorisation where `need_factor` (or a new Jacobian),
     each computed only if some lane needs it (`lanes_cond`). With `gamma`
@@ -235,12 +244,15 @@ def refresh(cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solv
     )
 
 
-def after_step(cache: NewtonMatrix, slow, failed) -> NewtonMatrix:
-    """The cache for the next step: older by one, and marked stale if the chord
-    iteration converged slowly or failed with it."""
+def after_step(cache: NewtonMatrix, slow, failed, kept) -> NewtonMatrix:
+    """The cache for the next step: older by one, marked stale if the chord
+    iteration converged slowly or failed with it, and marked `retry` if it
+    failed with a Jacobian `kept` from an earlier step (the step is attempted
+    again, with a fresh one, before it is rejected)."""
     return _counted(
         cache,
         stale=slow | failed,
+        retry=failed & kept,
         jac_age=cache.jac_age + 1,
         factor_age=cache.factor_age + 1,
     )
