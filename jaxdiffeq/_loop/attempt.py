@@ -203,8 +203,12 @@ def attempt_step(
         made_jump=where(advance, next_made_jump, step.made_jump)
         if cfg.can_jump
         else None,
+        # A solver state kept on rejected steps too (a Newton matrix) is taken
+        # whatever the step's fate: outside `vmap` `active` is the constant
+        # `True`, and XLA drops the select, which copied the Jacobian and its
+        # factors at every step (a state that fails the solve ends it).
         solver_state=tree_where(
-            advance if env.solver.keeps_state_on_reject else accept,
+            active if env.solver.keeps_state_on_reject else accept,
             new_solver_state,
             step.solver_state,
             cfg.cond_size,
