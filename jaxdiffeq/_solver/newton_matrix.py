@@ -41,8 +41,17 @@ SLOW_RATE = 0.1
 # Up to this many states the Jacobian and its factorisation cost less than the
 # bookkeeping of keeping them (and than the extra chord iterations a kept one
 # costs): they are made afresh at every step (`AbstractDIRK._cached`). Kvaerno5
-# run times, fresh at every step / kept (2026-12-07, CPU): ROBER (3 states)
-# 2.8 / 5.0 ms, VDPOL (2) 7.9 / 10.3, HIRES (8) 2.7 / 3.3, POLLU (20) 4.5 / 3.5.
+# run times, fresh at every step / kept (2026-12-07, 2-core CPU): ROBER (3
+# states) 2.8 / 5.0 ms, VDPOL (2) 7.9 / 10.3, HIRES (8) 2.8 / 3.5, POLLU (20)
+# 5.6 / 8.8, the Brusselator with 18 states 4.3 / 5.4, 72: 21 / 24, 128: 55 / 64,
+# 288: 325 / 295, 512: 1,343 / 1,200. Fresh wins up to about 200 states there,
+# but those vector fields are cheap: a Jacobian costs as many JVPs as there are
+# states, and with a costlier field (a neural network, a large mechanism)
+# keeping it wins much earlier. (Above 8 states XLA's CPU runtime also runs the
+# chord iteration's independent kernels on two threads, whose hand-offs cost
+# microseconds each; with the stages inside a conditional, as they were before
+# the retry moved to the step loop, it ran them on one, and POLLU kept took
+# 3.6 ms.)
 ALWAYS_FRESH_SIZE = 16
 STEP_CHANGE = 0.3
 JACOBIAN_MAX_AGE = 50
