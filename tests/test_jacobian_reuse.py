@@ -116,6 +116,9 @@ class _RetriesEveryFirstAttempt(jd.Heun):
     # iteration with a kept Jacobian. Its state counts the attempts.
     keeps_state_on_reject: ClassVar[bool] = True
 
+    def retrying(self, args):
+        return True
+
     def init(self, terms, t0, t1, y0, args):
         return jnp.asarray(0)
 
@@ -123,13 +126,20 @@ class _RetriesEveryFirstAttempt(jd.Heun):
         y1, error, dense, _, result = super().step(
             terms, t0, t1, y0, args, None, made_jump
         )
-        first = solver_state % 2 == 0
+        retrying = jnp.asarray(self.retrying(args))
+        first = retrying & (solver_state % 2 == 0)
         y1 = jnp.where(first, jnp.nan, y1)
         error = jnp.where(first, jnp.nan, error)
-        return y1, error, dense, solver_state + 1, result
+        return y1, error, dense, solver_state + retrying.astype(int), result
 
     def retries(self, solver_state):
         return solver_state % 2 == 1
+
+
+class _RetriesWhereArgs(_RetriesEveryFirstAttempt):
+    # The same, but only in the lanes whose `args` is true.
+    def retrying(self, args):
+        return args
 
 
 @pytest.mark.parametrize("adaptive", [True, False])
@@ -162,6 +172,33 @@ def test_a_retried_attempt_changes_nothing_but_the_count(adaptive):
     assert int(retried.stats["num_accepted_steps"]) == accepted
     attempts = accepted + int(plain.stats["num_rejected_steps"])
     assert int(retried.stats["num_rejected_steps"]) == attempts + attempts - accepted
+
+
+def test_lanes_that_share_their_steps_retry_together():
+    # Under `vmap` with `unvmap_dt=True` a retry in one lane is a retry in
+    # all: every lane keeps the steps of the plain method.
+    def solve(solver, args):
+        return jd.diffeqsolve(
+            jd.ODETerm(lambda t, y, args: -y),
+            solver,
+            0.0,
+            2.0,
+            0.125,
+            jnp.array([1.0, 2.0]),
+            args,
+            stepsize_controller=jd.PIDController(rtol=1e-5, atol=1e-7, unvmap_dt=True),
+            saveat=jd.SaveAt(steps=True),
+        )
+
+    lanes = jnp.array([True, False])
+    plain = jax.vmap(lambda a: solve(jd.Heun(), a))(lanes)
+    retried = jax.vmap(lambda a: solve(_RetriesWhereArgs(), a))(lanes)
+    assert (retried.result == jd.RESULTS.successful).all()
+    np.testing.assert_array_equal(retried.ts, plain.ts)
+    np.testing.assert_array_equal(retried.ys, plain.ys)
+    assert (
+        retried.stats["num_rejected_steps"] > plain.stats["num_rejected_steps"]
+    ).all()
 
 
 def test_vmap_over_initial_values_and_parameters():

@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 
 from .._controller.base import AbstractAdaptiveStepSizeController
 from .._controller.clip import innermost_controller
-from .._misc import all_finite, lane_mask, where
+from .._misc import all_finite, any_lane, lane_mask, where
 from .._results import RESULTS
 from .._solver.implicit import RETRYABLE
 from .._solver.runge_kutta import may_fold, reverse_only, unfolded
@@ -177,6 +177,8 @@ def attempt_step(
     next_tprev, next_tnext = _next_times(env, keep_step, next_tprev, next_tnext)
     retry = env.solver.retries(new_solver_state)
     if retry is not None:
+        if getattr(innermost_controller(env.controller), "unvmap_dt", False):
+            retry = any_lane(retry)  # lanes that share their steps retry together
         keep_step, next_tprev, next_tnext, next_made_jump, solver_result = _again(
             cfg,
             step,
