@@ -7,12 +7,15 @@ Diffrax is a test dependency only; the library never imports it.
 import functools
 
 import diffrax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import lorenz
 
 import jaxdiffeq as jd
+from jaxdiffeq._controller import initial_step
+from jaxdiffeq.problems import PROBLEMS
 
 SOLVERS = ["Tsit5", "Dopri5", "Bosh3", "Heun"]
 Y0 = jnp.array([1.0, 1.0, 1.0])
@@ -107,6 +110,39 @@ def test_parity_automatic_dt0(name):
     )
     np.testing.assert_allclose(float(tnext), expected, rtol=1e-12)
     assert_same_solve(solve_ours(name, None), solve_diffrax(name, float(tnext)))
+
+
+@pytest.mark.parametrize("name", ["rober", "pollu"])
+def test_automatic_dt0_in_line_and_by_a_loop(name):
+    """A vector field of more than `LOOP_SIZE` operations (POLLU) is evaluated
+    in a loop of two turns for the starting step; a smaller one (ROBER) in
+    line. Both give Hairer's step."""
+    problem = PROBLEMS[name]
+    term = jd.ODETerm(problem.f)
+    size = initial_step._size(
+        jax.make_jaxpr(problem.f)(problem.t0, problem.y0, problem.args).jaxpr
+    )
+    assert (size > initial_step.LOOP_SIZE) == (name == "pollu")
+    controller = jd.PIDController(rtol=problem.rtol, atol=problem.atol)
+    tnext, _ = controller.init(
+        term,
+        problem.t0,
+        problem.t1,
+        problem.y0,
+        None,
+        problem.args,
+        jd.Kvaerno5().func,
+        5,
+    )
+    expected = hairer_initial_step(
+        lambda t, y: np.asarray(problem.f(t, jnp.asarray(y), problem.args)),
+        problem.t0,
+        np.asarray(problem.y0),
+        5,
+        problem.rtol,
+        problem.atol,
+    )
+    np.testing.assert_allclose(float(tnext) - problem.t0, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
 from .._custom_types import VF, Args, BoolScalarLike, RealScalarLike, Y
-from .._misc import all_lanes, min_lane, real_dtype, scale, where, widest_dtype
+from .._misc import all_lanes, min_lane, real_dtype, where, widest_dtype
 from .._results import RESULTS
-from .._term import AbstractTerm, scales_by_control
+from .._term import AbstractTerm
 from .base import (
     AbstractAdaptiveStepSizeController,
     AbstractStepSizeController,
@@ -23,6 +23,7 @@ from .base import (
     rms_norm,
 )
 from .clip import _as_sorted_times, clip_to_times, restart_after_jump
+from .initial_step import select_initial_step, tolerance_scale
 
 
 def _is_zero(x) -> bool:
@@ -42,47 +43,6 @@ def _bad_tolerances(rtol, atol, xnp=np):
     )
     both_zero = xnp.any((rtol == 0) & (atol == 0))
     return negative, both_zero
-
-
-def _tolerance_scale(y, atol, rtol):
-    """`atol + rtol |y|` in the real dtype of the leaf `y` (tolerances given as
-    float64 arrays must not promote a float32 state)."""
-    dtype = real_dtype(jnp.result_type(y))
-    return jnp.asarray(atol).astype(dtype) + jnp.asarray(rtol).astype(dtype) * jnp.abs(
-        y
-    )
-
-
-def select_initial_step(terms, t0, y0, args, func, error_order, rtol, atol, norm):
-    """Hairer, Nørsett & Wanner's starting step size (Solving ODEs I, II.4).
-
-    From the sizes of `y0`, `f(t0, y0)` and a finite-difference estimate of the second
-    derivative, pick `h` so that an explicit Euler step would make an error of about
-    `0.01` of the tolerance; the result is capped at `100 h0`. The norms are
-    computed in the state's dtype, the step in the time dtype (`t0`'s).
-    """
-    time_dtype = jnp.result_type(t0)
-    if not scales_by_control(terms):
-        # Not a single ODE term (a `MultiTerm`, say, whose `vf` is a tuple):
-        # no estimate of the derivative to size the step from. Diffrax's
-        # choice: 0.01.
-        return jnp.asarray(0.01, time_dtype)
-    f0 = func(terms, t0, y0, args)
-    scale_ = jtu.tree_map(lambda y: _tolerance_scale(y, atol, rtol), y0)
-    d0 = norm(jtu.tree_map(lambda y, s: y / s, y0, scale_))
-    d1 = norm(jtu.tree_map(lambda f, s: f / s, f0, scale_))
-    small = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = where(small, 1e-6, 0.01 * d0 / where(small, 1, d1))
-    y1 = jtu.tree_map(lambda y, f: y + scale(h0, f), y0, f0)
-    f1 = func(terms, t0 + h0.astype(time_dtype), y1, args)
-    d2 = norm(jtu.tree_map(lambda a, b, s: (a - b) / s, f1, f0, scale_)) / h0
-    max_d = jnp.maximum(d1, d2)
-    h1 = where(
-        max_d <= 1e-15,
-        jnp.maximum(1e-6, h0 * 1e-3),
-        (0.01 / where(max_d <= 1e-15, 1, max_d)) ** (1 / error_order),
-    )
-    return jnp.minimum(100 * h0, h1).astype(time_dtype)
 
 
 class PIDController(AbstractAdaptiveStepSizeController):
@@ -281,7 +241,7 @@ class PIDController(AbstractAdaptiveStepSizeController):
             # A NaN candidate should not also poison the scale.
             y1_ = where(jnp.isnan(y1_), y0_, y1_)
             size = jnp.maximum(jnp.abs(y0_), jnp.abs(y1_))
-            return err_ / _tolerance_scale(size, self.atol, self.rtol)
+            return err_ / tolerance_scale(size, self.atol, self.rtol)
 
         error = self.norm(jtu.tree_map(scaled, y0, y1_candidate, y_error))
         error = lax.stop_gradient(error)
