@@ -15,10 +15,11 @@ from .._term import scales_by_control
 # starting step's evaluations, in a `lax.scan` of two turns, so that XLA
 # compiles its kernels once; a smaller one is evaluated twice in line, where the
 # loop's own kernels would cost more. Fresh-process compile of a `Kvaerno5`
-# solve, in line / loop (2026-12-07): POLLU (149 operations) 1.61 / 1.47 s,
-# the Brusselator (73) 1.21 / 1.21, HIRES (57) 1.05 / 1.03, ROBER (21)
-# 0.84 / 0.88, VDPOL (11) 0.84 / 0.85.
-LOOP_SIZE = 50
+# solve, in line / loop (2026-12-07, medians of 3-5): POLLU (149 operations,
+# 27 kernels each time) 1.61 / 1.47 s, the Brusselator (73, whole-array
+# operations that fuse into a few kernels) 1.23 / 1.27, HIRES (57) 0.97 / 0.98,
+# ROBER (21) 0.84 / 0.88, VDPOL (11) 0.84 / 0.85.
+LOOP_SIZE = 100
 
 
 def tolerance_scale(y, atol, rtol):
