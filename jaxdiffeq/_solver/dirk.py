@@ -244,7 +244,9 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         stages = self._attempt(cache, g, h, run)
         return stages, nm.after_step(cache, stages.slow, stages.code != 0, ~need_jac)
 
-    def retries(self, solver_state) -> Array | None:
+    def retries(
+        self, solver_state: nm.NewtonMatrix | nm.FreshCounts | None
+    ) -> Array | None:
         """Whether the step just attempted failed with a kept Jacobian and is to
         be attempted again, at the same size, with a fresh one."""
         if isinstance(solver_state, nm.NewtonMatrix):
