@@ -31,11 +31,21 @@ def tolerance_scale(y, atol, rtol):
     )
 
 
+def _sub_jaxprs(params):
+    """The jaxprs among an operation's parameters (a `jit`'s, a `cond`'s
+    branches, a loop's body)."""
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jex.core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jex.core.Jaxpr):
+                yield item
+
+
 def _size(jaxpr) -> int:
     """The number of operations of `jaxpr`, those of its sub-jaxprs included."""
     return sum(
-        1 + sum(_size(sub) for sub in jex.core.jaxprs_in_params(eqn.params))
-        for eqn in jaxpr.eqns
+        1 + sum(_size(sub) for sub in _sub_jaxprs(eqn.params)) for eqn in jaxpr.eqns
     )
 
 
