@@ -46,6 +46,22 @@ class AbstractLocalInterpolation(AbstractPath):
     """
 
 
+class _ValueOnStep(AbstractLocalInterpolation):
+    """A local interpolant defined by its value at each time of the step
+    (`_at`); `evaluate` takes increments as differences of two values."""
+
+    def evaluate(
+        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
+    ) -> PyTree[Array]:
+        if t1 is not None:
+            return _increment(self, t0, t1, left)
+        return self._at(t0, left)
+
+    @abc.abstractmethod
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        """The value at `t` (`left`: the limit from the left, for a jump)."""
+
+
 def _increment(path: AbstractPath, t0, t1, left):
     if t1 is None:
         return path.evaluate(t0, left=left)
@@ -61,7 +77,7 @@ def _fraction(t, t0, t1):
     return where(dt == 0, 0, (t - t0) / safe_dt)
 
 
-class LocalLinearInterpolation(AbstractLocalInterpolation):
+class LocalLinearInterpolation(_ValueOnStep):
     """Linear interpolation between the two ends of a step (first order)."""
 
     t0: RealScalarLike
@@ -69,12 +85,9 @@ class LocalLinearInterpolation(AbstractLocalInterpolation):
     y0: Y
     y1: Y
 
-    def evaluate(
-        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
-    ) -> PyTree[Array]:
-        if t1 is not None:
-            return _increment(self, t0, t1, left)
-        s = _fraction(t0, self.t0, self.t1)
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        del left
+        s = _fraction(t, self.t0, self.t1)
         return jtu.tree_map(lambda a, b: a + scale(s, b - a), self.y0, self.y1)
 
     def derivative(self, t: RealScalarLike, left: bool = True) -> PyTree[Array]:
@@ -85,7 +98,7 @@ class LocalLinearInterpolation(AbstractLocalInterpolation):
         )
 
 
-class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
+class ThirdOrderHermitePolynomialInterpolation(_ValueOnStep):
     """Cubic Hermite interpolation from the values and increments at both ends.
 
     `k0` and `k1` are the increments `dt * dy/dt` at `t0` and `t1`. With exact end
@@ -128,12 +141,9 @@ class ThirdOrderHermitePolynomialInterpolation(AbstractLocalInterpolation):
         k1 = jtu.tree_map(lambda a, b, c: 2 * (b - a) - c, y0, y1, k0)
         return cls(t0=t0, t1=t1, y0=y0, y1=y1, k0=k0, k1=k1)
 
-    def evaluate(
-        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
-    ) -> PyTree[Array]:
-        if t1 is not None:
-            return _increment(self, t0, t1, left)
-        s = _fraction(t0, self.t0, self.t1)
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        del left
+        s = _fraction(t, self.t0, self.t1)
 
         def leaf(y0, y1, k0, k1):
             # Hermite basis in Horner form: y0 + s*(k0 + s*(c2 + s*c3)).
@@ -161,7 +171,7 @@ QUARTIC_CONDITIONS = np.array(
 _QUARTIC = np.linalg.inv(QUARTIC_CONDITIONS)
 
 
-class FourthOrderPolynomialInterpolation(AbstractLocalInterpolation):
+class FourthOrderPolynomialInterpolation(_ValueOnStep):
     """The quartic through the step's ends and a midpoint estimate, with the
     increments at both ends as its slopes (Diffrax's class of the same name).
 
@@ -196,12 +206,9 @@ class FourthOrderPolynomialInterpolation(AbstractLocalInterpolation):
         self.t1 = t1
         self.coeffs = jtu.tree_map(leaf, y0, y1, k)
 
-    def evaluate(
-        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
-    ) -> PyTree[Array]:
-        if t1 is not None:
-            return _increment(self, t0, t1, left)
-        s = _fraction(t0, self.t0, self.t1)
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        del left
+        s = _fraction(t, self.t0, self.t1)
 
         def leaf(c):
             s_ = jnp.asarray(s).astype(c.dtype)
@@ -259,7 +266,7 @@ class DenseInterpolation(AbstractGlobalInterpolation):
         )
 
 
-class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
+class AbstractStagePolynomialInterpolation(_ValueOnStep):
     """The continuous extension of a Runge–Kutta method: a polynomial in the step
     fraction `s = (t - t0) / (t1 - t0)` that combines the stage increments,
 
@@ -311,12 +318,9 @@ class AbstractStagePolynomialInterpolation(AbstractLocalInterpolation):
             total = term if total is None else total + term
         return total
 
-    def evaluate(
-        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
-    ) -> PyTree[Array]:
-        if t1 is not None:
-            return _increment(self, t0, t1, left)
-        w = self._weights(t0, derivative=False)
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        del left
+        w = self._weights(t, derivative=False)
         return jtu.tree_map(
             lambda y, k: (y + self._combine(w, k)).astype(y.dtype), self.y0, self.k
         )

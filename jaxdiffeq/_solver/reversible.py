@@ -8,7 +8,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
-from .._interpolation import AbstractLocalInterpolation, _fraction
+from .._interpolation import AbstractLocalInterpolation, _fraction, _ValueOnStep
 from .._misc import scale
 from .._results import RESULTS, update_result
 from .._term import AbstractTerm
@@ -21,7 +21,7 @@ from .base import (
 )
 
 
-class _CoupledInterpolation(AbstractLocalInterpolation):
+class _CoupledInterpolation(_ValueOnStep):
     """Dense output of a `Reversible` step: the wrapped solver's interpolant of its
     step from `z0`, shifted onto `y`.
 
@@ -38,18 +38,12 @@ class _CoupledInterpolation(AbstractLocalInterpolation):
     offset: Y  # y0 - z0
     coupling: float
 
-    def evaluate(
-        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
-    ) -> PyTree[Array]:
-        if t1 is not None:
-            a = self.evaluate(t0, left=left)
-            b = self.evaluate(t1, left=left)
-            return jtu.tree_map(lambda x, y: y - x, a, b)
-        s = _fraction(t0, self.t0, self.t1)
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        s = _fraction(t, self.t0, self.t1)
         weight = 1 - s * (1 - self.coupling)
         return jtu.tree_map(
             lambda p, d: (p + scale(weight, d)).astype(p.dtype),
-            self.inner.evaluate(t0, left=left),
+            self.inner.evaluate(t, left=left),
             self.offset,
         )
 

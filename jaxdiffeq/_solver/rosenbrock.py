@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from .._custom_types import VF, Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
-from .._interpolation import AbstractLocalInterpolation, _fraction, _increment
+from .._interpolation import _fraction, _ValueOnStep
 from .._results import RESULTS
 from .._term import AbstractTerm, scales_by_control
 from .base import AbstractAdaptiveSolver
@@ -72,7 +72,7 @@ class RosenbrockTableau(eqx.Module):
             raise ValueError(f"`dense` must have {s} columns.")
 
 
-class RosenbrockInterpolation(AbstractLocalInterpolation):
+class RosenbrockInterpolation(_ValueOnStep):
     """The dense output of the Rodas methods:
     `y(t0 + s h) = (1 - s) y0 + s (y1 + (1 - s) (q_1 + s (q_2 + s q_3 ...)))`,
     with the `q_m` (stacked on the first axis of `q`) combinations of the
@@ -84,12 +84,9 @@ class RosenbrockInterpolation(AbstractLocalInterpolation):
     y1: Y
     q: Y
 
-    def evaluate(
-        self, t0: RealScalarLike, t1: RealScalarLike | None = None, left: bool = True
-    ) -> PyTree[Array]:
-        if t1 is not None:
-            return _increment(self, t0, t1, left)
-        s = _fraction(t0, self.t0, self.t1)
+    def _at(self, t: RealScalarLike, left: bool) -> PyTree[Array]:
+        del left
+        s = _fraction(t, self.t0, self.t1)
 
         def leaf(y0, y1, q):
             s_ = jnp.asarray(s).astype(y0.dtype)
