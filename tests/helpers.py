@@ -140,10 +140,10 @@ def radau_at_t1(problem, rtol, atol):
     return sol.y[:, -1]
 
 
-def scaled_error_at_t1(problem, solver):
-    """The error of `solver` at `problem.t1`, at the problem's suggested
-    tolerances, in units of `atol + rtol |reference|` (the solve must succeed)."""
-    sol = jd.diffeqsolve(
+def solve_problem(problem, solver, **kwargs):
+    """`problem` from `jaxdiffeq.problems` solved by `solver` over its interval
+    at its suggested tolerances (`kwargs` go to `diffeqsolve`)."""
+    return jd.diffeqsolve(
         jd.ODETerm(problem.f),
         solver,
         problem.t0,
@@ -152,9 +152,14 @@ def scaled_error_at_t1(problem, solver):
         problem.y0,
         problem.args,
         stepsize_controller=jd.PIDController(rtol=problem.rtol, atol=problem.atol),
-        max_steps=20_000,
-        throw=False,
+        **kwargs,
     )
+
+
+def scaled_error_at_t1(problem, solver):
+    """The error of `solver` at `problem.t1`, at the problem's suggested
+    tolerances, in units of `atol + rtol |reference|` (the solve must succeed)."""
+    sol = solve_problem(problem, solver, max_steps=20_000, throw=False)
     assert sol.result == jd.RESULTS.successful
     reference = np.asarray(problem.reference)
     scale = problem.atol + problem.rtol * np.abs(reference)

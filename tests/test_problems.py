@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import radau_at_t1
+from helpers import radau_at_t1, solve_problem
 from scipy.integrate import solve_ivp
 from scipy.special import ellipj, ellipk
 
@@ -182,17 +182,7 @@ def test_solves_with_jaxdiffeq(name):
     # The zoo as meant to be used: at its suggested tolerances an adaptive solve
     # lands near the reference.
     problem = PROBLEMS[name]
-    sol = jd.diffeqsolve(
-        jd.ODETerm(problem.f),
-        jd.Tsit5(),
-        problem.t0,
-        problem.t1,
-        None,
-        problem.y0,
-        problem.args,
-        stepsize_controller=jd.PIDController(rtol=problem.rtol, atol=problem.atol),
-        max_steps=100_000,
-    )
+    sol = solve_problem(problem, jd.Tsit5(), max_steps=100_000)
     reference = problem.reference
     assert reference is not None and sol.ys is not None
     error = jnp.max(jnp.abs(sol.ys[-1] - reference)) / jnp.max(jnp.abs(reference))
