@@ -88,10 +88,14 @@ def run_stages(
             base = base + _dot(a_e, ke)
         t = t0 + node * h
         k, found, slow_i = solve(t, base, d_i, _dot(p_i, ki), i)
-        ki = ki.at[i].set(k)
+        # Row `i` (in range) written by `dynamic_update_index_in_dim`, not
+        # `.at[i].set`, whose handling of negative and out-of-range indices
+        # compiled two more kernels into the stage.
+        ki = lax.dynamic_update_index_in_dim(ki, k, i, 0)
         if ke is not None:
             assert g_explicit is not None
-            ke = ke.at[i].set(g_explicit(t, base + d_i.astype(base.dtype) * k))
+            ke_i = g_explicit(t, base + d_i.astype(base.dtype) * k)
+            ke = lax.dynamic_update_index_in_dim(ke, ke_i, i, 0)
         code = jnp.where(code == 0, found, code)
         return (ki, ke, code, slow | slow_i), None
 

@@ -247,7 +247,8 @@ def _stages(tab, f, f0, f_t, w, state, solver, t0, h, flat0):
         u = flat0 + jnp.tensordot(a_row.astype(dtype), ks, 1)
         rhs = f(t0 + node * h, u) + jnp.tensordot(c_row.astype(dtype), ks, 1) / hd
         k, bad_i = solve(rhs + d_i.astype(dtype) * hd * f_t)
-        return (ks.at[i].set(k), bad | bad_i), None
+        # (Not `.at[i].set`: see `dirk_stages.run_stages`.)
+        return (lax.dynamic_update_index_in_dim(ks, k, i, 0), bad | bad_i), None
 
     time_dtype = jnp.result_type(h)
     xs = (
