@@ -238,8 +238,17 @@ def _callback_field(t, y, args):
     )
 
 
-@pytest.mark.parametrize("solver", [jd.ImplicitEuler(), jd.Kvaerno3()])
-def test_vector_field_that_cannot_be_linearised(solver):
+@pytest.mark.parametrize(
+    "solver, size",
+    [
+        (jd.ImplicitEuler(), 2),
+        (jd.Kvaerno3(), 2),  # Jacobian made afresh at every step
+        (jd.Kvaerno3(), 20),  # Jacobian kept across steps
+        # The root finder linearises the vector field itself.
+        (jd.Kvaerno3(root_finder=optx.Newton(rtol=1e-6, atol=1e-8)), 2),
+    ],
+)
+def test_vector_field_that_cannot_be_linearised(solver, size):
     with pytest.raises(TypeError, match="needs the Jacobian of the vector field"):
         jd.diffeqsolve(
             jd.ODETerm(_callback_field),
@@ -247,7 +256,7 @@ def test_vector_field_that_cannot_be_linearised(solver):
             0.0,
             1.0,
             0.1,
-            jnp.ones(2),
+            jnp.ones(size),
             stepsize_controller=jd.PIDController(rtol=1e-4, atol=1e-6),
         )
     # An explicit solver does not need it.

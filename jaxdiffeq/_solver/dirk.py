@@ -47,7 +47,12 @@ from .base import AbstractImplicitSolver
 from .butcher import ButcherTableau, MultiButcherTableau
 from .calculate_jacobian import CalculateJacobian
 from .dirk_stages import Stages, combine, diagonal, run_stages
-from .implicit import check_linearisable, failed_error, solve_stage_state
+from .implicit import (
+    check_linearisable,
+    failed_error,
+    linearising,
+    solve_stage_state,
+)
 from .runge_kutta import AbstractRungeKutta
 
 
@@ -226,7 +231,8 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         gamma = self._gamma()
 
         def jacobian():
-            return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
+            with linearising():
+                return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
 
         if isinstance(cache, nm.FreshCounts):
             time_dtype = jnp.result_type(h)
@@ -266,7 +272,8 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         del made_jump
         implicit, explicit = self._tableaus()
         term_i, term_e = self._split_terms(terms)
-        check_linearisable(term_i, t0, y0, args)
+        if not self._reuses():  # else `_cached` linearises it (`linearising`)
+            check_linearisable(term_i, t0, y0, args)
         assert implicit.b_error is not None, "a DIRK method needs an error estimate"
         flat0, unravel = ravel_pytree(y0)
         h = jnp.subtract(t1, t0)

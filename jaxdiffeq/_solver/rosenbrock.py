@@ -38,7 +38,7 @@ from .._interpolation import _fraction, _ValueOnStep
 from .._results import RESULTS
 from .._term import AbstractTerm, scales_by_control
 from .base import AbstractAdaptiveSolver
-from .implicit import check_linearisable, failed_error
+from .implicit import failed_error, linearising
 
 
 class RosenbrockTableau(eqx.Module):
@@ -158,9 +158,10 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
     def _jacobian(self, terms, f, t0, flat0, unravel, args):
         """`(J, None)` as a dense matrix, or `(None, v -> J v)`."""
         if self.jacobian is None:
-            if self._dense():
-                return jax.jacfwd(lambda v: f(t0, v))(flat0), None
-            return None, jax.linearize(lambda v: f(t0, v), flat0)[1]
+            with linearising():
+                if self._dense():
+                    return jax.jacfwd(lambda v: f(t0, v))(flat0), None
+                return None, jax.linearize(lambda v: f(t0, v), flat0)[1]
         # The user's Jacobian is of `f(t, y)`; the loop integrates in
         # `tau = direction * t`, where the vector field is `direction * f`.
         direction = getattr(terms, "direction", None)
@@ -194,7 +195,6 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
                 f"`ODETerm` (got {type(terms).__name__}). For a stiff part and a "
                 "non-stiff one use `KenCarp4` with `MultiTerm`."
             )
-        check_linearisable(terms, t0, y0, args)
         tab = self.tableau
         flat0, unravel = ravel_pytree(y0)
         h = jnp.subtract(t1, t0)
@@ -203,7 +203,8 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
         def f(t, v):
             return ravel_pytree(terms.vf(t, unravel(v), args))[0]
 
-        f0, f_t = jax.jvp(lambda t: f(t, flat0), (t0,), (jnp.ones_like(t0),))
+        with linearising():
+            f0, f_t = jax.jvp(lambda t: f(t, flat0), (t0,), (jnp.ones_like(t0),))
         f_t = f_t.astype(flat0.dtype)
         jac, jac_vp = self._jacobian(terms, f, t0, flat0, unravel, args)
         structure = jax.eval_shape(lambda: flat0)
