@@ -486,7 +486,7 @@ def main():
     cfg = argparse.Namespace(
         repeats=3 if args.quick else 7,
         min_sample_s=0.02,
-        compile_repeats=2 if args.quick else 5,
+        compile_repeats=2 if args.quick else 7,
     )
     names = [n for n in args.problems.split(",") if n]
     results = {}
