@@ -51,11 +51,11 @@ def _size(jaxpr) -> int:
 
 def _both_evaluations(evaluate, guess, t0, y0):
     """`f0 = evaluate(t0, y0)` and `f1 = evaluate(t0 + h0, y0 + h0 f0)` with
-    `h0 = guess(f0)`: in line, or by one trace of `evaluate` in a loop of two
+    `h0, _ = guess(f0)`: in line, or by one trace of `evaluate` in a loop of two
     turns for a large vector field (`LOOP_SIZE`)."""
 
     def step_to(f):
-        h = guess(f)
+        h, _ = guess(f)
         return t0 + h.astype(t0.dtype), jtu.tree_map(
             lambda y, df: y + scale(h, df), y0, f
         )
@@ -93,15 +93,15 @@ def select_initial_step(terms, t0, y0, args, func, error_order, rtol, atol, norm
         return norm(jtu.tree_map(lambda df, s: df / s, f, scale_))
 
     def guess(f0):
+        """The first guess `h0` and the size `d1` of `f0` it is made from."""
         d1 = size_of(f0)
         small = (d0 < 1e-5) | (d1 < 1e-5)
-        return where(small, 1e-6, 0.01 * d0 / where(small, 1, d1))
+        return where(small, 1e-6, 0.01 * d0 / where(small, 1, d1)), d1
 
     f0, f1 = _both_evaluations(
         lambda t, y: func(terms, t, y, args), guess, jnp.asarray(t0, time_dtype), y0
     )
-    h0 = guess(f0)
-    d1 = size_of(f0)
+    h0, d1 = guess(f0)
     d2 = size_of(jtu.tree_map(lambda a, b: a - b, f1, f0)) / h0
     max_d = jnp.maximum(d1, d2)
     h1 = where(
