@@ -31,10 +31,12 @@ DIVERGE = 2.0
 
 class VeryChordState(eqx.Module):
     """The iteration's state: the linear operator with the linear solver's state
-    for it (a factorisation), the last correction and the sizes of the last two
-    (scaled by the tolerances), whose ratio is the rate of convergence."""
+    for it (a factorisation), the point the iteration started from, the last
+    correction and the sizes of the last two (scaled by the tolerances), whose
+    ratio is the rate of convergence."""
 
     linear_state: tuple[lx.AbstractLinearOperator, PyTree]
+    start: PyTree[Array]
     diff: PyTree[Array]
     diffsize: Scalar
     diffsize_prev: Scalar
@@ -148,6 +150,7 @@ class VeryChord(optx.AbstractRootFinder):
         real = jnp.finfo(dtype).dtype
         return VeryChordState(
             linear_state=(operator, linear_state),
+            start=y,
             diff=jtu.tree_map(lambda x: jnp.full(x.shape, jnp.inf, x.dtype), y),
             diffsize=jnp.array(jnp.inf, real),
             diffsize_prev=jnp.array(1.0, real),
@@ -200,6 +203,7 @@ class VeryChord(optx.AbstractRootFinder):
             size = self.norm(jtu.tree_map(jnp.divide, diff, scale))
         new_state = VeryChordState(
             linear_state=state.linear_state,
+            start=state.start,
             diff=diff,
             diffsize=jnp.asarray(size, state.diffsize.dtype),
             diffsize_prev=state.diffsize,
@@ -258,5 +262,14 @@ class VeryChord(optx.AbstractRootFinder):
         tags: frozenset[object],
         result: optx.RESULTS,
     ) -> tuple[PyTree[Array], Any, dict[str, Any]]:
-        del fn, args, options, state, tags, result
+        del fn, args, options, tags
+        # A failed iteration returns the point it started from, not its last
+        # iterate, which may be infinite or far off. Its value is of no use,
+        # but `optimistix` differentiates the root by linearising the equation
+        # there: at a non-finite iterate that linear solve gives NaN and
+        # `lineax` raises, so the gradient of any solve with a rejected,
+        # divergent step failed (ROBER, `Kvaerno5`, every adjoint). The
+        # starting point is finite: a guess from the stages before it.
+        failed = _failed(result)
+        y = jtu.tree_map(lambda a, b: jnp.where(failed, a, b), state.start, y)
         return y, aux, {}
