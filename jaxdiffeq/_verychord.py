@@ -104,7 +104,9 @@ class VeryChord(optx.AbstractRootFinder):
     iteration may grow before it contracts), or after `max_steps`: an adaptive
     step-size controller then retries with a smaller step. A first correction that is
     already below `kappa**2` ends the iteration at once (a linear stage
-    equation solved with its exact Jacobian).
+    equation solved with its exact Jacobian). A failed iteration returns the
+    point it started from, not its last iterate (which may be infinite), so that
+    the root of a rejected step can still be differentiated.
 
     **Arguments:** `rtol`, `atol` (in `diffeqsolve`, build it with
     `with_stepsize_controller_tols(VeryChord)()` to take the controller's),
