@@ -159,6 +159,66 @@ def test_gradients(adjoint):
     np.testing.assert_allclose(g, fd, rtol=1e-5)
 
 
+def test_a_zero_length_step_leaves_the_state_and_can_be_differentiated():
+    # The step loop's body takes such a step in a finished lane of a `vmap`.
+    def step(k):
+        y1, error, _, _, result = jd.Rodas5P().step(
+            jd.ODETerm(lambda t, y, k: -k * y**3),
+            1.0,
+            1.0,
+            jnp.array([1.0, 2.0]),
+            k,
+            None,
+            False,
+        )
+        return y1, error, result
+
+    y1, error, result = step(jnp.array(2.0))
+    np.testing.assert_array_equal(y1, [1.0, 2.0])
+    np.testing.assert_array_equal(error, [0.0, 0.0])
+    assert result == jd.RESULTS.successful
+    _, tangent = jax.jvp(lambda k: step(k)[0], (jnp.array(2.0),), (jnp.array(1.0),))
+    np.testing.assert_array_equal(tangent, [0.0, 0.0])
+
+
+def test_gradients_under_vmap_with_lanes_of_different_lengths():
+    # The lanes take different numbers of steps, so the batched loop's body
+    # also runs in finished lanes; there lineax raised ("non-finite input").
+    ks = jnp.array([1.0, 3.0, 10.0])
+    per_lane = jnp.stack(
+        [jax.grad(_loss)(k, jd.RecursiveCheckpointAdjoint()) for k in ks]
+    )
+    for adjoint in (jd.RecursiveCheckpointAdjoint(), jd.DirectAdjoint()):
+        batched = jax.vmap(jax.grad(_loss), in_axes=(0, None))(ks, adjoint)
+        np.testing.assert_allclose(batched, per_lane, rtol=1e-8)
+
+
+def _overflowing_loss(k, dt0, rtol, adjoint):
+    # From y = 2, a first step of 1000 takes the stages where exp(y) overflows:
+    # those steps are rejected.
+    sol = jd.diffeqsolve(
+        jd.ODETerm(lambda t, y, k: -k * y**5 + 1e-3 * jnp.exp(y)),
+        jd.Rodas5P(),
+        0.0,
+        5.0,
+        dt0,
+        jnp.array([2.0, 1.0]),
+        k,
+        stepsize_controller=jd.PIDController(rtol=rtol, atol=rtol),
+        adjoint=adjoint,
+    )
+    return jnp.sum(sol.ys[-1])
+
+
+def test_forward_mode_through_steps_where_the_vector_field_overflowed():
+    # lineax raised ("non-finite input") in the tangent solves of the rejected
+    # steps. (Reverse mode can still meet a NaN there: see the docs.)
+    k = jnp.array(3.0)
+    reference = jax.jacfwd(_overflowing_loss)(k, None, 1e-12, jd.ForwardMode())
+    tangent = jax.jacfwd(_overflowing_loss)(k, 1e3, 1e-8, jd.ForwardMode())
+    np.testing.assert_allclose(tangent, reference, rtol=1e-6)
+
+
 def test_vmap_and_float32_and_gmres():
     def final(y0, solver=jd.Rodas5P()):
         return jd.diffeqsolve(

@@ -197,7 +197,7 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
             )
         tab = self.tableau
         flat0, unravel = ravel_pytree(y0)
-        h = jnp.subtract(t1, t0)
+        h, zero = _step_size(t0, t1)
         time_dtype = jnp.result_type(h)
 
         def f(t, v):
@@ -212,6 +212,8 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
         w = _w_operator(jac_vp, jac, h_gamma, structure, self._dense())
         state = self.linear_solver.init(w, options={})
         ks, code = _stages(tab, f, f0, f_t, w, state, self.linear_solver, t0, h, flat0)
+        # A zero-length step leaves the state as it is (`_step_size`).
+        ks = jnp.where(zero, jnp.zeros_like(ks), ks)
         y1 = flat0 + jnp.tensordot(jnp.asarray(tab.b_sol, ks.dtype), ks, 1)
         error = jnp.tensordot(jnp.asarray(tab.b_error, ks.dtype), ks, 1)
         finite = jnp.all(jnp.isfinite(y1))
@@ -228,6 +230,20 @@ class AbstractRosenbrock(AbstractAdaptiveSolver):
         )
 
 
+def _step_size(t0, t1):
+    """The step size, and whether the step has zero length. A Rosenbrock step
+    divides by its size (`W = I / (gamma h) - J`, the `C / h` terms), so a step
+    of zero length, such as the step loop's body takes in a finished lane of a
+    `vmap`, would be NaN; under differentiation `lineax` then raised on the
+    non-finite values ("non-finite input"), even though the step is discarded.
+    Such a step is taken with a step size at the rounding level of `t0`
+    instead, whose stages stay finite, and its stages are then set to zero."""
+    h = jnp.subtract(t1, t0)
+    zero = h == 0
+    tiny = jnp.finfo(jnp.result_type(h)).eps * jnp.maximum(jnp.abs(t0), 1)
+    return jnp.where(zero, tiny.astype(h.dtype), h), zero
+
+
 def _stages(tab, f, f0, f_t, w, state, solver, t0, h, flat0):
     """All the stage increments `(s, n)` and a `RESULTS` code (singular `W`)."""
     s = len(tab.c)
@@ -235,9 +251,16 @@ def _stages(tab, f, f0, f_t, w, state, solver, t0, h, flat0):
     hd = jnp.asarray(h, dtype)
 
     def solve(rhs):
+        # A step too large for the vector field (it overflows) is rejected by
+        # its code; its non-finite values are zeroed first, so that the
+        # linear solves, and their tangent solves in `lineax` (which raise on
+        # non-finite values), see finite ones: forward mode through such a
+        # step raised. (A NaN of `0 * inf` in reverse mode is not caught.)
+        finite = jnp.isfinite(rhs)
+        rhs = jnp.where(finite, rhs, jnp.zeros_like(rhs))
         sol = lx.linear_solve(w, rhs, solver, state=state, throw=False)
         bad = (sol.result != lx.RESULTS.successful) | ~jnp.all(jnp.isfinite(sol.value))
-        return sol.value, bad
+        return sol.value, bad | ~jnp.all(finite)
 
     k_first, bad = solve(f0 + jnp.asarray(tab.d[0], dtype) * hd * f_t)
     ks = jnp.zeros((s, *flat0.shape), dtype).at[0].set(k_first)
