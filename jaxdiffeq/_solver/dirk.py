@@ -41,33 +41,15 @@ from .._interpolation import (
 from .._results import RESULTS
 from .._root_finder import default_root_finder
 from .._term import AbstractTerm, MultiTerm
-from .._verychord import VeryChord, VeryChordState
+from .._verychord import VeryChord
 from . import newton_matrix as nm
 from .base import AbstractImplicitSolver
 from .butcher import ButcherTableau, MultiButcherTableau
 from .calculate_jacobian import CalculateJacobian
 from .dirk_stages import Stages, combine, diagonal, run_stages
-from .implicit import (
-    check_linearisable,
-    failed_error,
-    linearising,
-    solve_stage_state,
-)
+from .implicit import check_linearisable, failed_error, linearising
 from .runge_kutta import AbstractRungeKutta
-
-
-def _flat_increment(term: AbstractTerm, control, args, unravel):
-    def g(t, v):
-        return ravel_pytree(term.vf_prod(t, unravel(v), args, control))[0]
-
-    return g
-
-
-def _residual(g, t, base, d):
-    def residual(k, _):
-        return k - g(t, base + d.astype(base.dtype) * k)
-
-    return residual
+from .stage_root import FlatIncrement, stage_root
 
 
 def _stiffly_accurate(tableau: ButcherTableau) -> bool:
@@ -181,21 +163,17 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         return nm.empty(flat.size, flat.dtype, time_dtype, self._chord().linear_solver)
 
     def _solve(self, g, t, base, d, guess, init_state):
-        options = None
-        if isinstance(self.root_finder, VeryChord):
-            # Tolerances relative to the state, not to the increment solved for.
-            options = dict(scale_by=base)
-        k, code, state = solve_stage_state(
-            _residual(g, t, base, d),
+        k, code, rate = stage_root(
+            g,
+            t,
+            base,
+            d,
             guess,
             self.root_finder,
-            self.root_find_max_steps,
             init_state,
-            options,
+            max_steps=self.root_find_max_steps,
         )
-        if isinstance(state, VeryChordState):
-            return k, code.value, state.rate > nm.SLOW_RATE
-        return k, code.value, jnp.asarray(False)
+        return k, code, rate > nm.SLOW_RATE
 
     def _per_stage(self, g, run):
         return run(lambda t, base, d, guess, i: self._solve(g, t, base, d, guess, None))
@@ -277,10 +255,10 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         assert implicit.b_error is not None, "a DIRK method needs an error estimate"
         flat0, unravel = ravel_pytree(y0)
         h = jnp.subtract(t1, t0)
-        g_i = _flat_increment(term_i, term_i.contr(t0, t1), args, unravel)
+        g_i = FlatIncrement(term_i, term_i.contr(t0, t1), args, unravel)
         g_e = None
         if term_e is not None:
-            g_e = _flat_increment(term_e, term_e.contr(t0, t1), args, unravel)
+            g_e = FlatIncrement(term_e, term_e.contr(t0, t1), args, unravel)
 
         def run(solve):
             return run_stages(implicit, explicit, g_i, g_e, solve, t0, h, flat0)
