@@ -83,6 +83,27 @@ def _failed(result: optx.RESULTS) -> Array:
     return result != optx.RESULTS.successful
 
 
+# A recorded iteration (`replay_record`): its number of iterations plus this
+# times its `RESULTS` code (0 if it converged); 0 records nothing.
+_CODE = 1024
+
+
+def replay_record(steps: Array, code: Array) -> Array:
+    """How a stage's iteration ended, as one int32: `steps` iterations, then the
+    `RESULTS` code `code` (0: converged). A recomputation passes it back as
+    `options["replay"]` to stop at the same iteration with the same outcome."""
+    return (steps + _CODE * code).astype(jnp.int32)
+
+
+def replay_parts(record: Array) -> tuple[Array, Array]:
+    """(iterations, whether it failed) of a `replay_record`."""
+    return record % _CODE, record >= _CODE
+
+
+def replay_code(record: Array) -> Array:
+    return record // _CODE
+
+
 class _NoAux(eqx.Module):
     fn: Callable
 
@@ -122,6 +143,13 @@ class VeryChord(optx.AbstractRootFinder):
     smaller than the state, and measured against itself its iteration would
     have to converge below the rounding error of the vector field (ROBER,
     `atol = 1e-10`: every step five times longer than the last failed so).
+    `replay`, an int32 `replay_record` of an earlier solve of the same equation
+    (0: none): the iteration stops after as many iterations, with the same
+    outcome, instead of by its tolerance. The backward pass of
+    `RecursiveCheckpointAdjoint` recomputes steps with it: recompiled in
+    another context, an ill-conditioned iteration rounds differently, and a
+    tolerance test on the edge may stop one iteration earlier or later, moving
+    the root by up to the tolerance.
     """
 
     rtol: float
@@ -223,7 +251,25 @@ class VeryChord(optx.AbstractRootFinder):
         state: VeryChordState,
         tags: frozenset[object],
     ) -> tuple[Array, optx.RESULTS]:
-        del fn, y, args, options, tags
+        del fn, y, args, tags
+        done, result = self._tolerance_test(state)
+        replay = options.get("replay")
+        if replay is None:
+            return done, result
+        # A recomputation (see `replay_option`): stop where the recorded
+        # iteration stopped, failed where it failed.
+        count, failed = replay_parts(replay)
+        forced = count > 0
+        forced_result = optx.RESULTS.where(
+            failed, optx.RESULTS.nonlinear_divergence, optx.RESULTS.successful
+        )
+        return (
+            jnp.where(forced, state.step >= count, done),
+            optx.RESULTS.where(forced, forced_result, result),
+        )
+
+    def _tolerance_test(self, state: VeryChordState) -> tuple[Array, optx.RESULTS]:
+        """Whether the iteration stops, and how, by its rate of convergence."""
         rate = state.diffsize / state.diffsize_prev
         at_least_two = state.step >= 2
         tiny = (state.step == 1) & (state.diffsize <= self.kappa**2)

@@ -56,6 +56,7 @@ def checkpointed_loop(
     buffers=None,
     primal: Callable[[Any, Any], Any] | None = None,
     replay: Callable[[Any, Any], Any] | None = None,
+    forward: Callable[[Any, Any], Any] | None = None,
 ):
     """The checkpointed loop on explicit functions `cond_fun(val, env)` and
     `body_fun(val, env)`: everything they close over that may be differentiated
@@ -66,14 +67,25 @@ def checkpointed_loop(
     faster, nested form there). `replay(val, env)`, if given, computes the
     same iteration as `body_fun` with the same values, in a form that need not
     be differentiable: the forward pass and the recomputations of the backward
-    pass run it, and only the vector-Jacobian products run `body_fun`."""
+    pass run it, and only the vector-Jacobian products run `body_fun`.
+    `forward(val, env)`, if given, is what the forward pass runs instead: the
+    same iteration, which need not read what the loop's buffers hold from
+    before (the step loop's tape, which only a recomputation reads)."""
     if checkpoints is None and max_steps is not None:
         checkpoints = default_checkpoints(max_steps)
     init_val = jtu.tree_map(jnp.asarray, init_val)
     split = split_carry(init_val, buffers)
     env_arrays, env_static = eqx.partition(env, eqx.is_array)
     spec = Spec(
-        cond_fun, body_fun, max_steps, checkpoints, split, primal, env_static, replay
+        cond_fun,
+        body_fun,
+        max_steps,
+        checkpoints,
+        split,
+        primal,
+        env_static,
+        replay,
+        forward,
     )
     out = _checkpointed(spec, init_val, env_arrays)
     return stop_integer_tangents(out)
@@ -151,7 +163,7 @@ def _forward_static(spec: Spec, init_val, env, store):
 
         def body(inner):
             i, val = inner
-            return i + 1, spec.replay_fun(val, env)
+            return i + 1, spec.forward_fun(val, env)
 
         i, val = lax.while_loop(cond, body, (i, val))
         return i, val, j + 1, store
@@ -183,7 +195,7 @@ def _forward_dynamic(spec: Spec, init_val, env, store):
         book, store = place(
             book, store, i, spec.split.stored(val), 0, jnp.asarray(True)
         )
-        return i + 1, spec.replay_fun(val, env), book, store
+        return i + 1, spec.forward_fun(val, env), book, store
 
     carry = (jnp.asarray(0, jnp.int32), init_val, empty_book(c), store)
     return lax.while_loop(cond, body, carry)

@@ -26,10 +26,12 @@ class Spec:
         primal,
         env_static,
         replay_fun=None,
+        forward_fun=None,
     ):
         self.cond_fun = cond_fun
         self.body_fun = body_fun
         self.replay_fun = body_fun if replay_fun is None else replay_fun
+        self.forward_fun = self.replay_fun if forward_fun is None else forward_fun
         self.max_steps = max_steps
         self.checkpoints = checkpoints
         self.split = split

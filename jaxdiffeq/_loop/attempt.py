@@ -7,6 +7,7 @@ import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import Array
 
 from .._controller.base import AbstractAdaptiveStepSizeController
 from .._controller.clip import innermost_controller
@@ -17,7 +18,7 @@ from .._solver.runge_kutta import may_fold, reverse_only, unfolded
 from .config import Env, Settings
 from .outputs import any_ts_pending
 from .select import tree_where
-from .state import LastStep, StepState
+from .state import LastStep, StepState, masked_write
 
 
 # One jitted view of the solver step, shared by the shape query and the loop body
@@ -27,14 +28,24 @@ from .state import LastStep, StepState
 # `fold` (static) is whether the step may use the folded stage layout (not in
 # reverse-mode loop bodies, see `runge_kutta.unfolded`), `rev_only` whether it
 # is differentiated in reverse mode alone (`runge_kutta.reverse_only`).
+# `taped` (static, with `Settings.tape_width`): the step returns its record of
+# its decisions too, and repeats those of `tape` (`None`: decide afresh).
 @eqx.filter_jit
-def _solver_step(solver, terms, args, tprev, tnext, y, state, jump, fold, rev_only):
+def _solver_step(
+    solver, terms, args, tprev, tnext, y, state, jump, fold, rev_only, tape, taped
+):
     with contextlib.nullcontext() if fold else unfolded(deferred=True):
         with reverse_only() if rev_only else contextlib.nullcontext():
-            return solver.step(terms, tprev, tnext, y, args, state, jump)
+            if not taped:
+                return solver.step(terms, tprev, tnext, y, args, state, jump)
+            return solver.step_with_tape(
+                terms, tprev, tnext, y, args, state, jump, tape
+            )
 
 
-def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
+def solver_step(
+    cfg: Settings, env: Env, tprev, tnext, y, state, jump, tape=None, taped=False
+):
     jump = jump if cfg.can_jump else False
     # Where nothing would fold, one value of `fold`, so that every use of the
     # step shares one trace (the reverse-mode body and the set-up alike): two
@@ -51,6 +62,8 @@ def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump):
         jump,
         fold,
         cfg.reverse_only and may_fold(env.terms, y),
+        tape,
+        taped,
     )
 
 
@@ -143,10 +156,28 @@ def attempt_step(
 ) -> tuple[StepState, LastStep]:
     """Attempt one step, let the controller decide on it, and update the small
     state (masked, for lanes that have finished, and where `hold`)."""
+    new_step, last, _ = attempt_step_taped(cfg, env, step, hold, None)
+    return new_step, last
+
+
+def attempt_step_taped(
+    cfg: Settings, env: Env, step: StepState, hold, tape
+) -> tuple[StepState, LastStep, Array | None]:
+    """`attempt_step` with the loop's `tape` (`State.tape`, or `None`): the
+    solver repeats the decisions recorded in the attempt's row (the forward
+    pass's, when the checkpointed loop recomputes it; zeros the first time)
+    and the row is written with this attempt's."""
     active = lane_mask(unfinished(cfg, env, step))
     if hold is not None:
         active = active & ~hold
-    y1, y_error, dense_info, new_solver_state, solver_result = solver_step(
+    row = None
+    if tape is not None and cfg.tape_read:
+        row = lax.dynamic_index_in_dim(tape, step.num_steps, 0, keepdims=False)
+    elif tape is not None:
+        # Zeros (decide afresh) rather than `None`: the same trace of the step
+        # as where the row is read (JAX's trace cache), not a second one.
+        row = jnp.zeros(tape.shape[1:], tape.dtype)
+    y1, y_error, dense_info, new_solver_state, solver_result, *record = solver_step(
         cfg,
         env,
         cfg.as_time(step.tprev),
@@ -154,7 +185,11 @@ def attempt_step(
         step.y,
         step.solver_state,
         jnp.asarray(step.made_jump, bool) if cfg.can_jump else None,
+        row,
+        taped=tape is not None,
     )
+    if tape is not None:
+        tape = masked_write(tape, step.num_steps, record[0], active)
     solver_result = _retried(env, y_error, solver_result)
     (
         keep_step,
@@ -239,4 +274,4 @@ def attempt_step(
         write=jnp.asarray(write),
         fresh=accept,
     )
-    return new_step, last
+    return new_step, last, tape

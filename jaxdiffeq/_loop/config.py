@@ -63,6 +63,14 @@ class Settings:
     # Whether the steps are differentiated in reverse mode alone (the body of
     # the checkpointed loop, see `runge_kutta.reverse_only`).
     reverse_only: bool = False
+    # The int32s each step attempt records in `State.tape` (0: no tape; see
+    # `AbstractSolver.tape_width`): set for the checkpointed loop, whose
+    # backward pass recomputes steps.
+    tape_width: int = 0
+    # Whether a step attempt reads its row of the tape (not in the forward pass
+    # of the checkpointed loop, where it holds nothing yet: a read before the
+    # row's write made XLA copy the whole tape at every step).
+    tape_read: bool = True
 
     @property
     def record(self) -> bool:

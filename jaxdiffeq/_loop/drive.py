@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from .._misc import any_lane
 from .._while import checkpointed_loop, while_loop
-from .attempt import attempt_step, unfinished
+from .attempt import attempt_step, attempt_step_taped, unfinished
 from .config import Env, Settings
 from .outputs import write_outputs
 from .select import COND_SIZE, tree_where
@@ -58,8 +58,15 @@ def outer_body(cfg: Settings, env: Env, carry):
 
 def step_only(cfg: Settings, env: Env, carry):
     state, _ = carry
-    step, last = attempt_step(cfg, env, state.step)
-    return eqx.tree_at(lambda s: s.step, state, step), last
+    step, last, tape = attempt_step_taped(cfg, env, state.step, None, state.tape)
+    return _with_step(state, step, tape), last
+
+
+def _with_step(state: State, step, tape) -> State:
+    state = eqx.tree_at(lambda s: s.step, state, step)
+    if tape is None:
+        return state
+    return eqx.tree_at(lambda s: s.tape, state, tape)
 
 
 def step_then_write(cfg: Settings, env: Env, carry):
@@ -70,9 +77,9 @@ def step_then_write(cfg: Settings, env: Env, carry):
     # may go on after the last step, for the writes of a step with more outputs
     # than the width.
     hold = last.write | ~unfinished(cfg, env, state.step)
-    step, new_last = attempt_step(cfg, env, state.step, hold)
+    step, new_last, tape = attempt_step_taped(cfg, env, state.step, hold, state.tape)
     last = tree_where(hold, last, new_last, cfg.cond_size)
-    return write_outputs(cfg, env, eqx.tree_at(lambda s: s.step, state, step), last)
+    return write_outputs(cfg, env, _with_step(state, step, tape), last)
 
 
 def max_iterations(cfg: Settings) -> int | None:
@@ -119,22 +126,35 @@ def _replay(cfg: Settings) -> Settings:
 
 def _flat_buffers(carry):
     state = carry[0]
-    parts = (state.save_states, state.dense_ts, state.dense_infos, state.record)
+    parts = (
+        state.save_states,
+        state.dense_ts,
+        state.dense_infos,
+        state.record,
+        state.tape,
+    )
     return tuple(part for part in parts if part is not None)
 
 
 def _flat_form(cfg: Settings, body_cfg: Settings):
-    """(cond, body, primal, buffers) of the flat loop over `(State, LastStep)`:
-    each iteration attempts a step, then writes its due outputs (so the last
-    step's outputs need no iteration of their own)."""
+    """(cond, body, primal, buffers, replay, forward) of the flat loop over
+    `(State, LastStep)`: each iteration attempts a step, then writes its due
+    outputs (so the last step's outputs need no iteration of their own)."""
     replay_cfg = _replay(cfg)
+    forward_cfg = dataclasses.replace(replay_cfg, tape_read=False)
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
         lambda carry, env: step_then_write(body_cfg, env, carry),
         functools.partial(_nested, cfg),
         _flat_buffers,
         lambda carry, env: step_then_write(replay_cfg, env, carry),
+        lambda carry, env: step_then_write(forward_cfg, env, carry),
     )
+
+
+def _state_buffers(state: State):
+    parts = (state.save_states or None, state.tape)
+    return tuple(part for part in parts if part is not None)
 
 
 def _state_form(cfg: Settings, body_cfg: Settings):
@@ -142,12 +162,14 @@ def _state_form(cfg: Settings, body_cfg: Settings):
     for solves that write nothing inside the loop (the last step's record is
     never read, so the checkpoints are smaller)."""
     replay_cfg = _replay(cfg)
+    forward_cfg = dataclasses.replace(replay_cfg, tape_read=False)
     return (
         lambda state, env: any_lane(unfinished(cfg, env, state.step)),
         lambda state, env: step_only(body_cfg, env, (state, None))[0],
         lambda state, env: _nested(cfg, (state, no_write(env)), env)[0],
-        lambda state: tuple(part for part in (state.save_states,) if part),
+        _state_buffers,
         lambda state, env: step_only(replay_cfg, env, (state, None))[0],
+        lambda state, env: step_only(forward_cfg, env, (state, None))[0],
     )
 
 
@@ -170,10 +192,10 @@ def run_loop(
     if kind == "checkpointed":  # differentiated in reverse mode alone
         body_cfg = dataclasses.replace(body_cfg, reverse_only=True)
     if writes_in_loop:
-        cond, body, primal, buffers, replay = _flat_form(cfg, body_cfg)
+        cond, body, primal, buffers, replay, forward = _flat_form(cfg, body_cfg)
         init = carry
     else:
-        cond, body, primal, buffers, replay = _state_form(cfg, body_cfg)
+        cond, body, primal, buffers, replay, forward = _state_form(cfg, body_cfg)
         init = carry[0]
     if kind == "bounded":
         bound = max_iterations(cfg)
@@ -197,5 +219,6 @@ def run_loop(
             buffers=buffers,
             primal=primal,
             replay=replay,
+            forward=forward,
         )
     return final[0] if writes_in_loop else final

@@ -241,7 +241,7 @@ def write_outputs(
     last = eqx.tree_at(
         lambda x: (x.write, x.fresh), last, (still, jnp.zeros_like(last.fresh))
     )
-    return State(step, save_states, dense_ts, dense_infos, record), last
+    return State(step, save_states, dense_ts, dense_infos, record, state.tape), last
 
 
 def initial_save_states(cfg: Settings, env: Env, y0):

@@ -2,6 +2,8 @@
 output buffers. It builds the loop's `Settings` and `Env` once; the parts
 (`setup`, `drive`, `attempt`, `outputs`) receive them as arguments."""
 
+import dataclasses
+
 import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
@@ -70,6 +72,10 @@ def run(
         state_size=sum(jnp.size(x) for x in jtu.tree_leaves(y0)),
         ts_width_hint=ts_width,
     )
+    if kind == "checkpointed" and max_steps is not None:
+        # The backward pass recomputes steps: they repeat the forward pass's
+        # decisions from the tape (`State.tape`).
+        cfg = dataclasses.replace(cfg, tape_width=solver.tape_width())
     env = Env(
         terms=terms,
         solver=solver,

@@ -115,4 +115,8 @@ def initial_carry(
     )
     record = _record_buffers(cfg, env, y0, solver_state)
     buffers = with_spill_row((save_states, dense_ts, dense_infos, record))
-    return State(step, *buffers), last
+    tape = None
+    if cfg.tape_width:
+        assert cfg.max_steps is not None
+        tape = jnp.zeros((cfg.max_steps + 1, cfg.tape_width), jnp.int32)
+    return State(step, *buffers, tape=tape), last

@@ -205,3 +205,7 @@ class State(eqx.Module):
     dense_ts: Array | None
     dense_infos: PyTree[Array] | None
     record: Record | None = None
+    # Per step attempt (row `num_steps`, a spill row last): the solver's record
+    # of its decisions (`AbstractSolver.step_with_tape`). A buffer of the
+    # checkpointed loop: its recomputations read the forward pass's rows.
+    tape: Array | None = None

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import equinox as eqx
+import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
@@ -97,6 +98,32 @@ class AbstractSolver(eqx.Module, **_metaclass):
         asked), e.g. with a fresh Jacobian; `None` where it never is."""
         del solver_state
         return None
+
+    def tape_width(self) -> int:
+        """How many int32 values `step_with_tape` records per step attempt (0:
+        none). A method whose step makes discrete decisions that rounding can
+        flip (an implicit method's iteration counts) records them, so that the
+        backward pass of `RecursiveCheckpointAdjoint`, which recomputes steps,
+        makes the same ones."""
+        return 0
+
+    def step_with_tape(
+        self,
+        terms: PyTree[AbstractTerm],
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: SolverState,
+        made_jump: BoolScalarLike,
+        tape: Array | None,
+    ) -> tuple[Y, Y | None, DenseInfo, SolverState, RESULTS, Array]:
+        """`step`, given the record `tape` of an earlier attempt of the same
+        step (`None`, or zeros: none), and returning this attempt's record
+        (`tape_width()` int32s)."""
+        del tape
+        out = self.step(terms, t0, t1, y0, args, solver_state, made_jump)
+        return (*out, jnp.zeros((self.tape_width(),), jnp.int32))
 
     def stats(self, solver_state: SolverState) -> dict[str, Any]:
         """Counts the method keeps in its final state, added to `Solution.stats`

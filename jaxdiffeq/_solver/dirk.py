@@ -61,6 +61,26 @@ def _stiffly_accurate(tableau: ButcherTableau) -> bool:
     )
 
 
+def _stage_replay(tape: Array | None, stage) -> Array | None:
+    """Stage `stage`'s `replay_record` in `tape` (`None`: no tape)."""
+    if tape is None:
+        return None
+    return lax.dynamic_index_in_dim(tape, stage, 0, keepdims=False)
+
+
+def _replayed_plan(plan: tuple[Array, Array], tape: Array | None):
+    """`(new_jac, new_factor)` as recorded in `tape`'s last entry (`1 + new_jac
+    + 2 new_factor`), where it holds one; else `plan`."""
+    if tape is None:
+        return plan
+    recorded = tape[-1]
+    code = recorded - 1
+    forced = recorded > 0
+    new_jac = jnp.where(forced, (code % 2) == 1, plan[0])
+    new_factor = jnp.where(forced, code >= 2, plan[1])
+    return new_jac, new_factor
+
+
 class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
     """A diagonally implicit Runge–Kutta method defined by its class variable
     `tableau` (a `ButcherTableau` with `a_diagonal`; a `MultiButcherTableau` for
@@ -162,8 +182,8 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         time_dtype = jnp.result_type(t0)
         return nm.empty(flat.size, flat.dtype, time_dtype, self._chord().linear_solver)
 
-    def _solve(self, g, t, base, d, guess, init_state):
-        k, code, rate = stage_root(
+    def _solve(self, g, t, base, d, guess, init_state, replay):
+        k, code, rate, record = stage_root(
             g,
             t,
             base,
@@ -171,14 +191,18 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             guess,
             self.root_finder,
             init_state,
+            replay,
             max_steps=self.root_find_max_steps,
         )
-        return k, code, rate > nm.SLOW_RATE
+        return k, code, rate > nm.SLOW_RATE, record
 
-    def _per_stage(self, g, run):
-        return run(lambda t, base, d, guess, i: self._solve(g, t, base, d, guess, None))
+    def _per_stage(self, g, run, tape):
+        def solve(t, base, d, guess, i):
+            return self._solve(g, t, base, d, guess, None, _stage_replay(tape, i))
 
-    def _attempt(self, cache: nm.NewtonMatrix, g, h, run) -> Stages:
+        return run(solve)
+
+    def _attempt(self, cache: nm.NewtonMatrix, g, h, run, tape) -> Stages:
         finder = self._chord()
         gamma = self._gamma()
         op = None if gamma is None else nm.operator(cache, h, gamma)
@@ -188,7 +212,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
                 init = finder.state_from(nm.operator(cache, h, d), guess)
             else:
                 init = finder.state_from(op, guess, cache.factor)
-            return self._solve(g, t, base, d, guess, init)
+            return self._solve(g, t, base, d, guess, init, _stage_replay(tape, i))
 
         stages = run(solve)
         code = jnp.where(
@@ -196,7 +220,9 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         )
         return stages._replace(code=code)
 
-    def _cached(self, cache: nm.NewtonMatrix | nm.FreshCounts, g, t0, h, flat0, run):
+    def _cached(
+        self, cache: nm.NewtonMatrix | nm.FreshCounts, g, t0, h, flat0, run, tape
+    ) -> tuple[Stages, Any, Array]:
         """The stages with the kept Newton matrix, and the matrix for the next
         step. A small state (`ALWAYS_FRESH_SIZE`) makes both afresh at every
         step and keeps only their counts (`nm.FreshCounts`). Otherwise the
@@ -217,16 +243,18 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             fresh = nm.made_afresh(
                 flat0.size, flat0.dtype, time_dtype, jacobian(), h, gamma, solver
             )
-            stages = self._attempt(fresh, g, h, run)
+            stages = self._attempt(fresh, g, h, run, tape)
             counts = nm.FreshCounts(
                 num_jacobians=cache.num_jacobians + 1,
                 num_factorisations=cache.num_factorisations + int(gamma is not None),
             )
-            return stages, counts
-        need_jac, need_factor = nm.plan(cache, h)
+            return stages, counts, jnp.zeros((), jnp.int32)
+        need_jac, need_factor = _replayed_plan(nm.plan(cache, h), tape)
         cache = nm.refresh(cache, need_jac, need_factor, jacobian, h, gamma, solver)
-        stages = self._attempt(cache, g, h, run)
-        return stages, nm.after_step(cache, stages.slow, stages.code != 0, ~need_jac)
+        stages = self._attempt(cache, g, h, run, tape)
+        cache = nm.after_step(cache, stages.slow, stages.code != 0, ~need_jac)
+        plan = 1 + need_jac.astype(jnp.int32) + 2 * need_factor.astype(jnp.int32)
+        return stages, cache, plan
 
     def retries(
         self, solver_state: nm.NewtonMatrix | nm.FreshCounts | None
@@ -236,6 +264,13 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         if isinstance(solver_state, nm.NewtonMatrix):
             return solver_state.retry
         return None
+
+    def tape_width(self) -> int:
+        """With `VeryChord`: one `replay_record` per stage and the Newton
+        matrix's plan (see `step_with_tape`)."""
+        if not isinstance(self.root_finder, VeryChord):
+            return 0
+        return self._tableaus()[0].num_stages + 1
 
     def step(
         self,
@@ -247,6 +282,29 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         solver_state: nm.NewtonMatrix | nm.FreshCounts | None,
         made_jump: BoolScalarLike,
     ) -> tuple[Y, Y, DenseInfo, nm.NewtonMatrix | nm.FreshCounts | None, RESULTS]:
+        out = self.step_with_tape(
+            terms, t0, t1, y0, args, solver_state, made_jump, tape=None
+        )
+        return out[:5]
+
+    def step_with_tape(
+        self,
+        terms: AbstractTerm,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: nm.NewtonMatrix | nm.FreshCounts | None,
+        made_jump: BoolScalarLike,
+        tape: Array | None,
+    ) -> tuple[
+        Y, Y, DenseInfo, nm.NewtonMatrix | nm.FreshCounts | None, RESULTS, Array
+    ]:
+        """`step`, and how its decisions went: each stage's chord iteration
+        (`replay_record`) and whether the Newton matrix was remade, as
+        `tape_width()` int32s. Given such a `tape` from an earlier attempt of
+        the same step (a recomputation), the step makes the same decisions
+        instead of testing its tolerances again; 0 entries decide as usual."""
         del made_jump
         implicit, explicit = self._tableaus()
         term_i, term_e = self._split_terms(terms)
@@ -263,22 +321,30 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         def run(solve):
             return run_stages(implicit, explicit, g_i, g_e, solve, t0, h, flat0)
 
+        plan = jnp.zeros((), jnp.int32)
         if solver_state is not None:
-            stages, solver_state = self._cached(solver_state, g_i, t0, h, flat0, run)
+            stages, solver_state, plan = self._cached(
+                solver_state, g_i, t0, h, flat0, run, tape
+            )
         else:
-            stages = self._per_stage(g_i, run)
+            stages = self._per_stage(g_i, run, tape)
         result = RESULTS(stages.code)
         y1_flat = flat0 + combine(implicit, explicit, stages, "b_sol")
         y_error = failed_error(
             unravel(combine(implicit, explicit, stages, "b_error")), result
         )
         y1 = unravel(y1_flat)
+        dense_info = self._dense_info(stages, g_i, g_e, t1, y0, y1, y1_flat, unravel)
+        tape_out = jnp.concatenate([stages.records, plan[None]])
+        return y1, y_error, dense_info, solver_state, result, tape_out
+
+    def _dense_info(self, stages: Stages, g_i, g_e, t1, y0, y1, y1_flat, unravel):
+        implicit = self._tableaus()[0]
         if self._dense_from_stages():
             k = stages.k_implicit
             if stages.k_explicit is not None:
                 k = k + stages.k_explicit
-            dense_info = dict(y0=y0, y1=y1, k=jax.vmap(unravel)(k))
-            return y1, y_error, dense_info, solver_state, result
+            return dict(y0=y0, y1=y1, k=jax.vmap(unravel)(k))
         k_first = stages.k_implicit[0]
         if g_e is None and _stiffly_accurate(implicit):
             k_last = stages.k_implicit[-1]
@@ -289,8 +355,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
             k_first = k_first + stages.k_explicit[0]
             k_last = k_last + g_e(t1, y1_flat)
         k = jax.vmap(unravel)(jnp.stack([k_first, k_last]))
-        dense_info = dict(y0=y0, y1=y1, k=k)
-        return y1, y_error, dense_info, solver_state, result
+        return dict(y0=y0, y1=y1, k=k)
 
     def func(self, terms: AbstractTerm, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)

@@ -22,13 +22,15 @@ from .butcher import ButcherTableau, lower_triangular
 
 class Stages(NamedTuple):
     """The stage increments `(s, n)` of the implicit term (and of the explicit
-    one, or `None`), the first failure's `RESULTS` code (0 if none) and whether
-    some stage's chord iteration converged slowly."""
+    one, or `None`), the first failure's `RESULTS` code (0 if none), whether
+    some stage's chord iteration converged slowly, and each stage's
+    `replay_record` (`(s,)`, 0 for an explicit stage)."""
 
     k_implicit: Array
     k_explicit: Array | None
     code: Array
     slow: Array
+    records: Array
 
 
 def predictor(tableau: ButcherTableau) -> np.ndarray:
@@ -62,7 +64,7 @@ def run_stages(
 ) -> Stages:
     """All stages of the step from `(t0, y0)` of size `h`. `solve(t, base, d,
     guess, stage)` returns the root `k` of `k = gI(t, base + d k)`, its `RESULTS`
-    code and whether it converged slowly."""
+    code, whether it converged slowly and its `replay_record`."""
     s = implicit.num_stages
     time_dtype = jnp.result_type(h)
     nodes = np.asarray(implicit.nodes(), dtype=time_dtype)
@@ -70,8 +72,10 @@ def run_stages(
     t_first = t0 + jnp.asarray(nodes[0], time_dtype) * h
     k_first = g_implicit(t_first, y0)
     code, slow = jnp.asarray(0, jnp.int32), jnp.asarray(False)
+    records = jnp.zeros(s, jnp.int32)
     if d[0] != 0:  # an SDIRK: the first stage is implicit too
-        k_first, code, slow = solve(t_first, y0, d[0], k_first, 0)
+        k_first, code, slow, record = solve(t_first, y0, d[0], k_first, 0)
+        records = records.at[0].set(record)
     ki = jnp.zeros((s, *y0.shape), y0.dtype).at[0].set(k_first)
     ke = None
     if g_explicit is not None:
@@ -81,13 +85,14 @@ def run_stages(
     a_exp = a_imp if explicit is None else explicit.a_matrix()
 
     def stage(carry, xs):
-        ki, ke, code, slow = carry
+        ki, ke, code, slow, records = carry
         i, a_i, a_e, d_i, p_i, node = xs
         base = y0 + _dot(a_i, ki)
         if ke is not None:
             base = base + _dot(a_e, ke)
         t = t0 + node * h
-        k, found, slow_i = solve(t, base, d_i, _dot(p_i, ki), i)
+        k, found, slow_i, record = solve(t, base, d_i, _dot(p_i, ki), i)
+        records = lax.dynamic_update_index_in_dim(records, record, i, 0)
         # Row `i` (in range) written by `dynamic_update_index_in_dim`, not
         # `.at[i].set`, whose handling of negative and out-of-range indices
         # compiled two more kernels into the stage.
@@ -97,7 +102,7 @@ def run_stages(
             ke_i = g_explicit(t, base + d_i.astype(base.dtype) * k)
             ke = lax.dynamic_update_index_in_dim(ke, ke_i, i, 0)
         code = jnp.where(code == 0, found, code)
-        return (ki, ke, code, slow | slow_i), None
+        return (ki, ke, code, slow | slow_i, records), None
 
     xs = (
         np.arange(1, s),
@@ -107,8 +112,9 @@ def run_stages(
         np.asarray(predictor(implicit)[1:]),
         nodes[1:],
     )
-    (ki, ke, code, slow), _ = lax.scan(stage, (ki, ke, code, slow), xs)
-    return Stages(ki, ke, code, slow)
+    init = (ki, ke, code, slow, records)
+    (ki, ke, code, slow, records), _ = lax.scan(stage, init, xs)
+    return Stages(ki, ke, code, slow, records)
 
 
 def combine(implicit, explicit, stages: Stages, which: str) -> Array:

@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
 from .._term import AbstractTerm
-from .._verychord import VeryChord, VeryChordState
+from .._verychord import VeryChord, VeryChordState, replay_code, replay_record
 from .implicit import solve_stage_state
 
 
@@ -58,22 +58,32 @@ def _residual(g: FlatIncrement, t, base: Array, d):
 
 
 @eqx.filter_custom_jvp
-def stage_root(g: FlatIncrement, t, base, d, guess, finder, init_state, *, max_steps):
+def stage_root(
+    g: FlatIncrement, t, base, d, guess, finder, init_state, replay, *, max_steps
+):
     """The root `k` of `k = g(t, base + d k)` found by `finder` from `guess` in
     at most `max_steps` iterations (`init_state`: `VeryChord`'s, or `None`), its
-    `RESULTS` code and the rate of convergence (0 if the root finder reports
-    none). The derivative of `k` is taken with respect to `g`'s arrays, `t` and
-    `base` by the implicit function theorem on the stage value (module
-    docstring); `guess`, `finder` and `init_state` carry none."""
+    `RESULTS` code, the rate of convergence (0 if the root finder reports none)
+    and a `replay_record` of how the iteration ended (0 unless `VeryChord`).
+    `replay` (`VeryChord` only; `None` or 0 for none) is such a record of an
+    earlier solve to repeat. The derivative of `k` is taken with respect to
+    `g`'s arrays, `t` and `base` by the implicit function theorem on the stage
+    value (module docstring); the other inputs carry none."""
     options = None
     if isinstance(finder, VeryChord):
         # Tolerances relative to the state, not to the increment solved for.
         options = dict(scale_by=base)
+        if replay is not None:
+            options["replay"] = replay
     k, code, state = solve_stage_state(
         _residual(g, t, base, d), guess, finder, max_steps, init_state, options
     )
-    rate = state.rate if isinstance(state, VeryChordState) else jnp.zeros(())
-    return k, code.value, rate
+    code = code.value
+    if not isinstance(state, VeryChordState):
+        return k, code, jnp.zeros(()), jnp.zeros((), jnp.int32)
+    if replay is not None:  # the recorded code, not the one of the forced stop
+        code = jnp.where(replay > 0, replay_code(replay), code).astype(code.dtype)
+    return k, code, state.rate, replay_record(state.step, code)
 
 
 def _stage_map(z, closure):
@@ -94,14 +104,14 @@ def _theta_tangent(g, t, z, t_g, t_t):
 
 @stage_root.def_jvp
 def _stage_root_jvp(primals, tangents, *, max_steps):
-    g, t, base, d, guess, finder, init_state = primals
+    g, t, base, d = primals[:4]
     t_g, t_t, t_base = tangents[:3]
-    k, code, rate = stage_root(*primals, max_steps=max_steps)
+    k, code, rate, record = stage_root(*primals, max_steps=max_steps)
     z = base + d.astype(base.dtype) * k
     dd = d.astype(z.dtype)
     v = _theta_tangent(g, t, z, t_g, t_t)
     if v is None and t_base is None:
-        return (k, code, rate), (None, None, None)
+        return (k, code, rate, record), (None, None, None, None)
     rhs = jnp.zeros_like(z) if t_base is None else t_base
     if v is not None:
         rhs = rhs + dd * v
@@ -113,4 +123,4 @@ def _stage_root_jvp(primals, tangents, *, max_steps):
     ).value
     dk = dz if t_base is None else dz - t_base
     dk = jnp.where(code == 0, dk / dd, 0.0).astype(k.dtype)
-    return (k, code, rate), (dk, None, None)
+    return (k, code, rate, record), (dk, None, None, None)
