@@ -84,8 +84,10 @@ def _failed(result: optx.RESULTS) -> Array:
 
 
 # A recorded iteration (`replay_record`): its number of iterations plus this
-# times its `RESULTS` code (0 if it converged); 0 records nothing.
+# times its `RESULTS` code (0 if it converged); 0 records nothing. Iterations
+# are recorded only where at most `REPLAY_MAX_STEPS` may be taken.
 _CODE = 1024
+REPLAY_MAX_STEPS = _CODE - 1
 
 
 def replay_record(steps: Array, code: Array) -> Array:

@@ -41,7 +41,7 @@ from .._interpolation import (
 from .._results import RESULTS
 from .._root_finder import default_root_finder
 from .._term import AbstractTerm, MultiTerm
-from .._verychord import VeryChord
+from .._verychord import REPLAY_MAX_STEPS, VeryChord
 from . import newton_matrix as nm
 from .base import AbstractImplicitSolver
 from .butcher import ButcherTableau, MultiButcherTableau
@@ -269,6 +269,8 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         """With `VeryChord`: one `replay_record` per stage and the Newton
         matrix's plan (see `step_with_tape`)."""
         if not isinstance(self.root_finder, VeryChord):
+            return 0
+        if self.root_find_max_steps > REPLAY_MAX_STEPS:  # beyond the record's range
             return 0
         return self._tableaus()[0].num_stages + 1
 
