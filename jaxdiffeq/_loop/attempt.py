@@ -28,24 +28,22 @@ from .state import LastStep, StepState, masked_write
 # `fold` (static) is whether the step may use the folded stage layout (not in
 # reverse-mode loop bodies, see `runge_kutta.unfolded`), `rev_only` whether it
 # is differentiated in reverse mode alone (`runge_kutta.reverse_only`).
-# `taped` (static, with `Settings.tape_width`): the step returns its record of
-# its decisions too, and repeats those of `tape` (`None`: decide afresh).
+# `tape` (with `Settings.tape_width`; `None` without): the step repeats the
+# decisions recorded there (zeros: decide afresh) and returns its own record too.
 @eqx.filter_jit
 def _solver_step(
-    solver, terms, args, tprev, tnext, y, state, jump, fold, rev_only, tape, taped
+    solver, terms, args, tprev, tnext, y, state, jump, fold, rev_only, tape
 ):
     with contextlib.nullcontext() if fold else unfolded(deferred=True):
         with reverse_only() if rev_only else contextlib.nullcontext():
-            if not taped:
+            if tape is None:
                 return solver.step(terms, tprev, tnext, y, args, state, jump)
             return solver.step_with_tape(
                 terms, tprev, tnext, y, args, state, jump, tape
             )
 
 
-def solver_step(
-    cfg: Settings, env: Env, tprev, tnext, y, state, jump, tape=None, taped=False
-):
+def solver_step(cfg: Settings, env: Env, tprev, tnext, y, state, jump, tape=None):
     jump = jump if cfg.can_jump else False
     # Where nothing would fold, one value of `fold`, so that every use of the
     # step shares one trace (the reverse-mode body and the set-up alike): two
@@ -63,7 +61,6 @@ def solver_step(
         fold,
         cfg.reverse_only and may_fold(env.terms, y),
         tape,
-        taped,
     )
 
 
@@ -160,6 +157,34 @@ def attempt_step(
     return new_step, last
 
 
+def _tape_row(cfg: Settings, step: StepState, tape):
+    """The attempt's row of the tape; zeros where the tape is not read (the
+    forward pass), rather than `None`: the same trace of the step as where it
+    is read (JAX's trace cache), not a second one."""
+    if cfg.tape_read:
+        return lax.dynamic_index_in_dim(tape, step.num_steps, 0, keepdims=False)
+    return jnp.zeros(tape.shape[1:], tape.dtype)
+
+
+def _taped_step(cfg: Settings, env: Env, step: StepState, tape, active):
+    """The solver's step from `step`, and the tape with the attempt's record
+    written in its row where `active` (no tape: `None`)."""
+    out = solver_step(
+        cfg,
+        env,
+        cfg.as_time(step.tprev),
+        cfg.as_time(step.tnext),
+        step.y,
+        step.solver_state,
+        jnp.asarray(step.made_jump, bool) if cfg.can_jump else None,
+        None if tape is None else _tape_row(cfg, step, tape),
+    )
+    if tape is None:
+        return (*out, None)
+    *out, record = out
+    return (*out, masked_write(tape, step.num_steps, record, active))
+
+
 def attempt_step_taped(
     cfg: Settings, env: Env, step: StepState, hold, tape
 ) -> tuple[StepState, LastStep, Array | None]:
@@ -170,26 +195,9 @@ def attempt_step_taped(
     active = lane_mask(unfinished(cfg, env, step))
     if hold is not None:
         active = active & ~hold
-    row = None
-    if tape is not None and cfg.tape_read:
-        row = lax.dynamic_index_in_dim(tape, step.num_steps, 0, keepdims=False)
-    elif tape is not None:
-        # Zeros (decide afresh) rather than `None`: the same trace of the step
-        # as where the row is read (JAX's trace cache), not a second one.
-        row = jnp.zeros(tape.shape[1:], tape.dtype)
-    y1, y_error, dense_info, new_solver_state, solver_result, *record = solver_step(
-        cfg,
-        env,
-        cfg.as_time(step.tprev),
-        cfg.as_time(step.tnext),
-        step.y,
-        step.solver_state,
-        jnp.asarray(step.made_jump, bool) if cfg.can_jump else None,
-        row,
-        taped=tape is not None,
+    y1, y_error, dense_info, new_solver_state, solver_result, tape = _taped_step(
+        cfg, env, step, tape, active
     )
-    if tape is not None:
-        tape = masked_write(tape, step.num_steps, record[0], active)
     solver_result = _retried(env, y_error, solver_result)
     (
         keep_step,
