@@ -245,6 +245,16 @@ def _time_dtype(t0, t1, dt0, subs):
     return dtype
 
 
+def _known_direction(t0, t1) -> float | None:
+    """The direction of integration, `1.0` or `-1.0`, where `t0` and `t1` are
+    known while tracing; `None` where either is traced. (A static argument of
+    `_solve`: two values at most, where static times would recompile for
+    every new value.)"""
+    if not _is_concrete((t0, t1)):
+        return None
+    return 1.0 if np.asarray(t0) <= np.asarray(t1) else -1.0
+
+
 def _times(t0, t1, dt0, subs, check_times: bool, check_ts: bool):
     """`t0`, `t1`, `dt0` as arrays of the time dtype, and the direction of
     integration; the checks `diffeqsolve` could not do eagerly (their inputs
@@ -355,6 +365,7 @@ def _solve(
     check_ts: bool,
     adjoint: AbstractAdjoint,
     ts_width: int | None,
+    known_direction: float | None,
 ):
     subs, subs_treedef = jtu.tree_flatten(
         saveat.subs, is_leaf=lambda x: isinstance(x, SubSaveAt)
@@ -365,7 +376,9 @@ def _solve(
     # Everything below runs on the forward axis tau = direction * t.
     tau0 = t0 * direction
     tau1 = t1 * direction
-    terms_fwd = _direct_terms(terms, direction)
+    terms_fwd = _direct_terms(
+        terms, direction if known_direction is None else known_direction
+    )
     controller = stepsize_controller.wrap(direction)
     error_order = solver.error_order(terms_fwd)
     dt0_fwd = None if dt0 is None else dt0 * direction
@@ -550,6 +563,7 @@ def diffeqsolve(
             _raise_now(_ts_checks(np.asarray(ts), _as_numpy(t0), _as_numpy(t1), xp=np))
     # Python scalars become arrays, so that new values do not trigger a recompile.
     ts_density = _ts_density(t0, t1, dt0, ts_list)
+    known_direction = _known_direction(t0, t1)
     t0, t1, dt0 = _as_array(t0), _as_array(t1), _as_array(dt0)
     _check_vector_field(terms, t0, y0, args)
     return _solve(
@@ -572,4 +586,5 @@ def diffeqsolve(
         check_ts,
         adjoint,
         _loop.width_class(ts_density),
+        known_direction,
     )

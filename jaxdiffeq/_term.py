@@ -136,32 +136,42 @@ class _DirectedTerm(AbstractTerm):
     """
 
     term: AbstractTerm
-    direction: jax.Array
+    # `1.0` or `-1.0` where the direction is known while tracing (`t0` and `t1`
+    # given as numbers); then forwards nothing is multiplied by it. A traced
+    # direction, even one that is 1, is a multiplication XLA cannot drop
+    # inside a conditional (a kernel of its own scaled every new Jacobian).
+    direction: jax.Array | float
+
+    def _directed(self, x):
+        """`direction * x`, where the direction is not known to be forwards."""
+        if isinstance(self.direction, float) and self.direction == 1.0:
+            return x
+        return self.direction * x
 
     def vf(self, t: RealScalarLike, y: Y, args: Args) -> VF:
-        out = self.term.vf(t * self.direction, y, args)
+        out = self.term.vf(self._directed(t), y, args)
         if isinstance(self.term, ODETerm):
-            out = jtu.tree_map(lambda v: scale(self.direction, v), out)
+            out = jtu.tree_map(lambda v: scale(self._directed(1), v), out)
         return out
 
     def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs: Any) -> Control:
         if isinstance(self.term, ODETerm):
             return jnp.subtract(t1, t0)
-        return self.term.contr(self.direction * t0, self.direction * t1, **kwargs)
+        return self.term.contr(self._directed(t0), self._directed(t1), **kwargs)
 
     def prod(self, vf: VF, control: Control) -> Y:
         return self.term.prod(vf, control)
 
     def vf_prod(self, t: RealScalarLike, y: Y, args: Args, control: Control) -> Y:
         if isinstance(self.term, ODETerm):
-            control = self.direction * control
-        return self.term.vf_prod(t * self.direction, y, args, control)
+            control = self._directed(control)
+        return self.term.vf_prod(self._directed(t), y, args, control)
 
     def is_vf_expensive(
         self, t0: RealScalarLike, t1: RealScalarLike, y: Y, args: Args
     ) -> bool:
         return self.term.is_vf_expensive(
-            t0 * self.direction, t1 * self.direction, y, args
+            self._directed(t0), self._directed(t1), y, args
         )
 
 
@@ -175,7 +185,7 @@ def scales_by_control(term: AbstractTerm) -> bool:
 
 
 def _direct_terms(
-    terms: PyTree[AbstractTerm], direction: Array
+    terms: PyTree[AbstractTerm], direction: Array | float
 ) -> PyTree[AbstractTerm]:
     """Wrap every leaf term (descending into `MultiTerm`) in `_DirectedTerm`."""
 
