@@ -52,6 +52,43 @@ def test_kept_jacobian_same_solution_fewer_jacobians():
     assert "num_jacobians" not in fresh.stats
 
 
+class _ProdTerm(jd.ODETerm):
+    """An ODE term whose `prod` is its own: the solver cannot assume the
+    increment is the control times the vector field, and keeps the Jacobian of
+    the increment over the step it was made at (`NewtonMatrix.jac_h`)."""
+
+    def prod(self, vf, control):
+        return jax.tree.map(lambda v: control * v, vf)
+
+
+def test_a_term_of_its_own_keeps_the_jacobian_of_its_increment():
+    ode = _bruss(jd.Kvaerno5(), saveat=jd.SaveAt(t1=True, solver_state=True))
+    own = jd.diffeqsolve(
+        _ProdTerm(_BRUSS.f),
+        jd.Kvaerno5(),
+        0.0,
+        _BRUSS.t1,
+        None,
+        _BRUSS.y0,
+        _BRUSS.args,
+        stepsize_controller=jd.PIDController(rtol=1e-6, atol=1e-8),
+        saveat=jd.SaveAt(t1=True, solver_state=True),
+    )
+    assert ode.solver_state.jac_h is None
+    assert own.solver_state.jac_h is not None
+    assert own.result == jd.RESULTS.successful
+    assert int(own.stats["num_jacobians"]) < int(own.stats["num_steps"])
+    np.testing.assert_allclose(own.ys[-1], ode.ys[-1], rtol=1e-5, atol=1e-7)
+
+
+def test_a_state_kept_for_an_ode_term_is_refused_for_another_term():
+    solver = jd.Kvaerno5()
+    y0, args = _BRUSS.y0, _BRUSS.args
+    state = solver.init(jd.ODETerm(_BRUSS.f), 0.0, 0.1, y0, args)
+    with pytest.raises(ValueError, match="vector field"):
+        solver.step(_ProdTerm(_BRUSS.f), 0.0, 0.1, y0, args, state, False)
+
+
 def test_small_states_make_the_jacobian_at_every_step():
     rober = PROBLEMS["rober"]
     sol = jd.diffeqsolve(

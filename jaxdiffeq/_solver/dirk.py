@@ -40,7 +40,7 @@ from .._interpolation import (
 )
 from .._results import RESULTS
 from .._root_finder import default_root_finder
-from .._term import AbstractTerm, MultiTerm
+from .._term import AbstractTerm, MultiTerm, scales_by_control
 from .._verychord import REPLAY_MAX_STEPS, VeryChord
 from . import newton_matrix as nm
 from .base import AbstractImplicitSolver
@@ -66,6 +66,34 @@ def _stage_replay(tape: Array | None, stage) -> Array | None:
     if tape is None:
         return None
     return lax.dynamic_index_in_dim(tape, stage, 0, keepdims=False)
+
+
+def _jacobian_of(g: FlatIncrement, vector_field: bool) -> FlatIncrement:
+    """What the Newton matrix keeps the Jacobian of (`NewtonMatrix`): the
+    vector field (the increment over a step of size 1), or the increment `g`
+    itself. The vector field's does not depend on the step size, which then
+    enters only where the matrix is factorised: XLA does not compile a kernel
+    to scale each new Jacobian by it (one for the Brusselator, whose vector
+    field's Jacobian is assembled from two halves). Call it where the
+    Jacobian is made, inside its conditional, where the 1 is a constant."""
+    if not vector_field:
+        return g
+    return eqx.tree_at(lambda x: x.control, g, jnp.ones_like(jnp.asarray(g.control)))
+
+
+def _keeps_vector_field_jacobian(cache, term: AbstractTerm) -> bool:
+    """Whether the Newton matrix is the vector field's Jacobian (see
+    `NewtonMatrix`): as the solver state says, or for a state that keeps none,
+    as the term allows."""
+    if not isinstance(cache, nm.NewtonMatrix):
+        return scales_by_control(term)
+    if cache.jac_h is None and not scales_by_control(term):
+        raise ValueError(
+            "This solver state keeps the Jacobian of an ODE term's vector field; "
+            "it cannot be used for a term whose increment is not its control "
+            "times its vector field. Start without `solver_state`."
+        )
+    return cache.jac_h is None
 
 
 def _replayed_plan(plan: tuple[Array, Array], tape: Array | None):
@@ -173,14 +201,16 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         y0: Y,
         args: Args,
     ) -> nm.NewtonMatrix | nm.FreshCounts | None:
-        del terms, t1, args
+        del t1, args
         if not self._reuses():
             return None
         flat = ravel_pytree(y0)[0]
         if flat.size <= nm.ALWAYS_FRESH_SIZE:
             return nm.fresh_counts()
         time_dtype = jnp.result_type(t0)
-        return nm.empty(flat.size, flat.dtype, time_dtype, self._chord().linear_solver)
+        vector_field = scales_by_control(self._split_terms(terms)[0])
+        solver = self._chord().linear_solver
+        return nm.empty(flat.size, flat.dtype, time_dtype, solver, vector_field)
 
     def _solve(self, g, t, base, d, guess, init_state, replay):
         k, code, rate, record = stage_root(
@@ -233,15 +263,24 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         code to compile: POLLU, 0.3 s of 1.9 s.)"""
         solver = self._chord().linear_solver
         gamma = self._gamma()
+        vector_field = _keeps_vector_field_jacobian(cache, g.term)
 
         def jacobian():
+            of = _jacobian_of(g, vector_field)
             with linearising():
-                return jax.jacfwd(lambda v: g(t0, v))(lax.stop_gradient(flat0))
+                return jax.jacfwd(lambda v: of(t0, v))(lax.stop_gradient(flat0))
 
         if isinstance(cache, nm.FreshCounts):
             time_dtype = jnp.result_type(h)
             fresh = nm.made_afresh(
-                flat0.size, flat0.dtype, time_dtype, jacobian(), h, gamma, solver
+                flat0.size,
+                flat0.dtype,
+                time_dtype,
+                jacobian(),
+                h,
+                gamma,
+                solver,
+                vector_field,
             )
             stages = self._attempt(fresh, g, h, run, tape)
             counts = nm.FreshCounts(
@@ -252,7 +291,7 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         need_jac, need_factor = _replayed_plan(nm.plan(cache, h), tape)
         cache = nm.refresh(cache, need_jac, need_factor, jacobian, h, gamma, solver)
         stages = self._attempt(cache, g, h, run, tape)
-        cache = nm.after_step(cache, stages.slow, stages.code != 0, ~need_jac)
+        cache = nm.after_step(cache, stages.slow, stages.code != 0, need_jac)
         plan = 1 + need_jac.astype(jnp.int32) + 2 * need_factor.astype(jnp.int32)
         return stages, cache, plan
 
@@ -331,10 +370,9 @@ class AbstractDIRK(AbstractRungeKutta, AbstractImplicitSolver):
         else:
             stages = self._per_stage(g_i, run, tape)
         result = RESULTS(stages.code)
-        y1_flat = flat0 + combine(implicit, explicit, stages, "b_sol")
-        y_error = failed_error(
-            unravel(combine(implicit, explicit, stages, "b_error")), result
-        )
+        increment, error = combine(implicit, explicit, stages)
+        y1_flat = flat0 + increment
+        y_error = failed_error(unravel(error), result)
         y1 = unravel(y1_flat)
         dense_info = self._dense_info(stages, g_i, g_e, t1, y0, y1, y1_flat, unravel)
         tape_out = jnp.concatenate([stages.records, plan[None]])

@@ -33,9 +33,10 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._misc import lanes_cond
+from .._misc import lanes_cond, where
 
 SLOW_RATE = 0.1
 # Up to this many states the Jacobian and its factorisation cost less than the
@@ -75,24 +76,21 @@ class NewtonMatrix(eqx.Module):
     """What a diagonally implicit method keeps between steps (its solver state),
     with the counts `diffeqsolve` reports in `Solution.stats`.
 
-    The scalars are packed: the step sizes the Jacobian and the factorisation
-    were made at in `sizes`, the flags, ages and counts in `counters` (indices
-    above; read them by the properties). Every leaf of the solver state is a
-    kernel of its own where the step loop selects between states and where a
-    conditional passes it on: 4 leaves rather than 11 (compile time)."""
+    `jac` is the vector field's Jacobian where the term's increment is its
+    control times its vector field (an ODE term): then `jac_h` is `None`, and
+    `I - gamma h J` is the matrix of a step of size `h`. For any other term it
+    is the Jacobian of the increment over a step of size `jac_h`. `factor` is
+    the factorisation for a step of size `factor_h`. The flags, ages and counts
+    are packed in `counters` (indices above; read them by the properties).
+    Every leaf of the solver state is a kernel of its own where the step loop
+    selects between states and where a conditional passes it on: 4 leaves (5
+    with `jac_h`) rather than 11 (compile time)."""
 
     jac: Array
     factor: PyTree
-    sizes: Array
+    factor_h: Array
     counters: Array
-
-    @property
-    def jac_h(self) -> Array:
-        return self.sizes[0]
-
-    @property
-    def factor_h(self) -> Array:
-        return self.sizes[1]
+    jac_h: Array | None = None
 
     @property
     def stale(self) -> Array:
@@ -161,10 +159,13 @@ def fresh_counts() -> FreshCounts:
     return FreshCounts(num_jacobians=zero, num_factorisations=zero)
 
 
-def made_afresh(size: int, dtype, time_dtype, jac, h, gamma, solver) -> NewtonMatrix:
-    """A Newton matrix made from `jac` for this step alone (factorised unless
-    `gamma` is `None`)."""
-    cache = with_jacobian(empty(size, dtype, time_dtype, solver), jac, h)
+def made_afresh(
+    size: int, dtype, time_dtype, jac, h, gamma, solver, vector_field: bool
+) -> NewtonMatrix:
+    """A Newton matrix made from `jac` (see `NewtonMatrix`) for this step, of
+    size `h`, alone (factorised unless `gamma` is `None`)."""
+    cache = empty(size, dtype, time_dtype, solver, vector_field)
+    cache = with_jacobian(cache, jac, h)
     if gamma is not None:
         cache = factorised(cache, h, gamma, solver)
     return cache
@@ -176,26 +177,42 @@ def _operator(jac, gamma_h) -> lx.MatrixLinearOperator:
 
 
 def operator(cache: NewtonMatrix, h, gamma) -> lx.MatrixLinearOperator:
-    """`I - gamma (h / jac_h) J`: the stage equation's Jacobian for step `h`."""
-    return _operator(cache.jac, gamma * h / cache.jac_h)
+    """`I - gamma h J` (a vector field's Jacobian) or `I - gamma (h / jac_h) J`
+    (an increment's): the stage equation's Jacobian for step `h`."""
+    ratio = h if cache.jac_h is None else h / cache.jac_h
+    return _operator(cache.jac, gamma * ratio)
 
 
-def empty(size: int, dtype, time_dtype, solver: lx.AbstractLinearSolver):
-    """A cache that asks for a Jacobian at the first step."""
+def empty(
+    size: int, dtype, time_dtype, solver: lx.AbstractLinearSolver, vector_field: bool
+):
+    """A cache that asks for a Jacobian at the first step: the vector field's
+    (`vector_field`) or the increment's (see `NewtonMatrix`)."""
     jac = jnp.zeros((size, size), dtype)
     one = jnp.ones((), time_dtype)
-    # Zeros shaped as a factorisation, not one computed (the first step makes
-    # its own): a factorisation here was a program of its own to compile.
+    # Shaped as a factorisation, not one computed (the first step makes its
+    # own): a factorisation here was a program of its own to compile.
     factor = jax.tree.map(
-        lambda x: jnp.zeros(x.shape, x.dtype),
+        _placeholder,
         eqx.filter_eval_shape(lambda: solver.init(_operator(jac, one), options={})),
     )
     return NewtonMatrix(
         jac=jac,
         factor=factor,
-        sizes=jnp.ones((2,), time_dtype),
+        factor_h=one,
         counters=jnp.zeros((len(_COUNTERS),), jnp.int32).at[_INDEX["stale"]].set(1),
+        jac_h=None if vector_field else one,
     )
+
+
+def _placeholder(x: jax.ShapeDtypeStruct) -> Array:
+    """A leaf of the factorisation before the first one is made: zeros, but
+    an integer vector (`lineax.LU`'s pivots) as `0, 1, 2, ...`, a constant of
+    the program. (XLA turns a constant of equal entries into a fill, which its
+    CPU backend compiles as a kernel of its own.)"""
+    if x.ndim == 1 and jnp.issubdtype(x.dtype, jnp.integer):
+        return jnp.asarray(np.arange(x.shape[0], dtype=x.dtype))
+    return jnp.zeros(x.shape, x.dtype)
 
 
 def plan(cache: NewtonMatrix, h) -> tuple[Array, Array]:
@@ -220,7 +237,10 @@ def _singular(op, factor, solver) -> Array:
         if jnp.ndim(x) == 2 and jnp.shape(x) == (n, n)
     ]
     if len(factors) == 1:
-        pivots = jnp.diagonal(factors[0])
+        # The diagonal as every `(n + 1)`-th element of the flattened matrix:
+        # a strided slice, which fuses into the test; `jnp.diagonal`'s gather
+        # compiled a kernel of its own.
+        pivots = factors[0].reshape(-1)[:: n + 1]
         return ~jnp.all(jnp.isfinite(pivots) & (pivots != 0))
     ones = jnp.ones(op.in_structure().shape, op.in_structure().dtype)
     # `solver.compute` rather than `lineax.linear_solve`: nothing here is
@@ -230,27 +250,23 @@ def _singular(op, factor, solver) -> Array:
 
 
 def with_jacobian(cache: NewtonMatrix, jac, h) -> NewtonMatrix:
-    """The cache with the Jacobian `jac`, made at step `h`."""
-    cache = eqx.tree_at(
-        lambda c: (c.jac, c.sizes),
-        cache,
-        (
-            lax.stop_gradient(jac),
-            _replaced(cache.sizes, {0: h}),
-        ),
-    )
-    return _counted(cache, jac_age=0, num_jacobians=cache.num_jacobians + 1)
+    """The cache with the Jacobian `jac`, made at step `h` (which a vector
+    field's Jacobian does not record). Its age and count are `after_step`'s,
+    outside the conditional that makes it: in its branch, they (and the step
+    size) compiled kernels of their own."""
+    jac = lax.stop_gradient(jac)
+    if cache.jac_h is None:
+        return eqx.tree_at(lambda c: c.jac, cache, jac)
+    jac_h = jnp.asarray(h).astype(cache.jac_h.dtype)
+    return eqx.tree_at(lambda c: (c.jac, c.jac_h), cache, (jac, jac_h))
 
 
 def factorised(cache: NewtonMatrix, h, gamma, solver) -> NewtonMatrix:
     """The cache with `I - gamma (h / jac_h) J` factorised for step `h`."""
     op = operator(cache, h, gamma)
     factor = lax.stop_gradient(solver.init(op, options={}))
-    cache = eqx.tree_at(
-        lambda c: (c.factor, c.sizes),
-        cache,
-        (factor, _replaced(cache.sizes, {1: h})),
-    )
+    factor_h = jnp.asarray(h).astype(cache.factor_h.dtype)
+    cache = eqx.tree_at(lambda c: (c.factor, c.factor_h), cache, (factor, factor_h))
     return _counted(
         cache,
         singular=_singular(op, factor, solver),
@@ -262,7 +278,7 @@ def factorised(cache: NewtonMatrix, h, gamma, solver) -> NewtonMatrix:
 def refresh(
     cache: NewtonMatrix, need_jac, need_factor, jacobian, h, gamma, solver
 ) -> NewtonMatrix:
-    """The cache with a new Jacobian (`jacobian()`, made at step `h`) where
+    """The cache with a new Jacobian (`jacobian()`, see `NewtonMatrix`) where
     `need_jac`, and a new factorisation where `need_factor` (or a new Jacobian),
     each computed only if some lane needs it (`lanes_cond`). With `gamma`
     `None` (every stage factorises its own matrix) nothing is factorised."""
@@ -274,15 +290,18 @@ def refresh(
     )
 
 
-def after_step(cache: NewtonMatrix, slow, failed, kept) -> NewtonMatrix:
-    """The cache for the next step: older by one, marked stale if the chord
-    iteration converged slowly or failed with it, and marked `retry` if it
-    failed with a Jacobian `kept` from an earlier step (the step is attempted
-    again, with a fresh one, before it is rejected)."""
+def after_step(cache: NewtonMatrix, slow, failed, new_jac) -> NewtonMatrix:
+    """The cache for the next step, after one that made a new Jacobian where
+    `new_jac`: older by one, marked stale if the chord iteration converged
+    slowly or failed, and marked `retry` if it failed with a Jacobian kept from
+    an earlier step (the step is attempted again, with a fresh one, before it
+    is rejected)."""
+    zero = jnp.zeros((), jnp.int32)
     return _counted(
         cache,
         stale=slow | failed,
-        retry=failed & kept,
-        jac_age=cache.jac_age + 1,
+        retry=failed & ~new_jac,
+        jac_age=where(new_jac, zero, cache.jac_age) + 1,
         factor_age=cache.factor_age + 1,
+        num_jacobians=cache.num_jacobians + new_jac.astype(jnp.int32),
     )
