@@ -48,12 +48,36 @@ def diagonal(tableau: ButcherTableau) -> np.ndarray:
     )
 
 
+# States of more than this many elements make each pair of weighted sums of
+# the stages as one two-row `dot`: XLA's CPU backend hands a matrix product to
+# its runtime library, where a one-row `dot` is a kernel of its own to compile
+# (about 10 ms each, Brusselator `Kvaerno5`: 2 of 79 kernels fewer). For a few
+# elements the library call costs more than the sums it makes (2026-12-08,
+# `Kvaerno5` run time, two-row / one-row: ROBER 3.6 / 2.9 ms, HIRES 4.0 / 2.9,
+# VDPOL 10.4 / 8.4; from 18 to 512 states the same within noise).
+PAIRED_SUMS_SIZE = 16
+
+
 def _dot(weights, ks):
-    """`sum_j weights[..., j] ks[j]`. Two rows of weights at once where there
-    are two sums to make: XLA's CPU backend hands a matrix product to its
-    runtime library, where a single row is a `dot` kernel of its own to
-    compile (about 10 ms each, Brusselator `Kvaerno5`)."""
+    """`sum_j weights[..., j] ks[j]`."""
     return jnp.tensordot(jnp.asarray(weights, ks.dtype), ks, 1)
+
+
+def _paired(rows: np.ndarray, size: int):
+    """`rows` (`(..., 2, s)`) as one array for a state of more than
+    `PAIRED_SUMS_SIZE` elements, else as a pair of arrays (`_two_sums`)."""
+    if size > PAIRED_SUMS_SIZE:
+        return rows
+    return rows[..., 0, :], rows[..., 1, :]
+
+
+def _two_sums(rows, ks) -> tuple[Array, Array]:
+    """`(sum_j rows[0][j] ks[j], sum_j rows[1][j] ks[j])` for `rows` made by
+    `_paired`: one two-row `dot`, or two one-row ones."""
+    if isinstance(rows, tuple):
+        return _dot(rows[0], ks), _dot(rows[1], ks)
+    both = _dot(rows, ks)
+    return both[0], both[1]
 
 
 def run_stages(
@@ -91,13 +115,13 @@ def run_stages(
     def stage(carry, xs):
         ki, ke, code, slow, records = carry
         i, rows, a_e, d_i, node = xs
-        # Row `i` of `a` and of the predictor in one `dot` (compile time).
-        combined = _dot(rows, ki)
-        base = y0 + combined[0]
+        # Row `i` of `a` and of the predictor.
+        base, guess = _two_sums(rows, ki)
+        base = y0 + base
         if ke is not None:
             base = base + _dot(a_e, ke)
         t = t0 + node * h
-        k, found, slow_i, record = solve(t, base, d_i, combined[1], i)
+        k, found, slow_i, record = solve(t, base, d_i, guess, i)
         records = lax.dynamic_update_index_in_dim(records, record, i, 0)
         # Row `i` (in range) written by `dynamic_update_index_in_dim`, not
         # `.at[i].set`, whose handling of negative and out-of-range indices
@@ -112,7 +136,10 @@ def run_stages(
 
     xs = (
         np.arange(1, s),
-        np.stack([np.asarray(a_imp[1:]), predictor(implicit)[1:]], axis=1),
+        _paired(
+            np.stack([np.asarray(a_imp[1:]), predictor(implicit)[1:]], axis=1),
+            y0.size,
+        ),
         np.asarray(a_exp[1:]),
         d[1:],
         nodes[1:],
@@ -124,10 +151,11 @@ def run_stages(
 
 def combine(implicit, explicit, stages: Stages) -> tuple[Array, Array]:
     """`sum_i (bI_i kI_i + bE_i kE_i)` for `b` = `b_sol`, then `b_error`."""
-    rows = (implicit.b_sol, implicit.b_error)
-    both = _dot(np.stack(rows), stages.k_implicit)
+    size = stages.k_implicit[0].size
+    rows = _paired(np.stack((implicit.b_sol, implicit.b_error)), size)
+    sol, error = _two_sums(rows, stages.k_implicit)
     if stages.k_explicit is not None:
-        both = both + _dot(
-            np.stack((explicit.b_sol, explicit.b_error)), stages.k_explicit
-        )
-    return both[0], both[1]
+        rows = _paired(np.stack((explicit.b_sol, explicit.b_error)), size)
+        sol_e, error_e = _two_sums(rows, stages.k_explicit)
+        sol, error = sol + sol_e, error + error_e
+    return sol, error

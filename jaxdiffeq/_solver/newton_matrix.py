@@ -1,12 +1,13 @@
 """The Newton matrix `I - gamma J` of a diagonally implicit method, kept in the
 solver state across steps, as RADAU5 and CVODE keep theirs.
 
-`J` is the Jacobian of the step's increment `g(y) = prod(vf(t, y), control)`
-with respect to the (flattened) state, made at step size `jac_h`; for a step of
-size `h` it is taken as `J h / jac_h` (exact for ODE terms, whose increment is
-proportional to `h`; for other terms only the chord iteration's rate of
-convergence depends on it, not its root). The factorisation of
-`I - gamma (h / jac_h) J` is a `lineax` solver state.
+For an ODE term, whose increment over a step of size `h` is `h f(t, y)`, `J` is
+the Jacobian of the vector field `f` with respect to the (flattened) state, and
+the matrix of a step of size `h` is `I - gamma h J`. For any other term it is
+the Jacobian of the step's increment `g(y) = prod(vf(t, y), control)`, made at
+step size `jac_h` and taken as `J h / jac_h` for a step of size `h` (only the
+chord iteration's rate of convergence depends on that, not its root). The
+factorisation of the matrix is a `lineax` solver state.
 
 When the step recomputes what (`plan`):
 
@@ -262,7 +263,7 @@ def with_jacobian(cache: NewtonMatrix, jac, h) -> NewtonMatrix:
 
 
 def factorised(cache: NewtonMatrix, h, gamma, solver) -> NewtonMatrix:
-    """The cache with `I - gamma (h / jac_h) J` factorised for step `h`."""
+    """The cache with the matrix for step `h` (`operator`) factorised."""
     op = operator(cache, h, gamma)
     factor = lax.stop_gradient(solver.init(op, options={}))
     factor_h = jnp.asarray(h).astype(cache.factor_h.dtype)
