@@ -142,16 +142,18 @@ class _DirectedTerm(AbstractTerm):
     # inside a conditional (a kernel of its own scaled every new Jacobian).
     direction: jax.Array | float
 
+    def _forwards(self) -> bool:
+        """Whether the direction is known to be forwards."""
+        return isinstance(self.direction, float) and self.direction == 1.0
+
     def _directed(self, x):
         """`direction * x`, where the direction is not known to be forwards."""
-        if isinstance(self.direction, float) and self.direction == 1.0:
-            return x
-        return self.direction * x
+        return x if self._forwards() else self.direction * x
 
     def vf(self, t: RealScalarLike, y: Y, args: Args) -> VF:
         out = self.term.vf(self._directed(t), y, args)
-        if isinstance(self.term, ODETerm):
-            out = jtu.tree_map(lambda v: scale(self._directed(1), v), out)
+        if isinstance(self.term, ODETerm) and not self._forwards():
+            out = jtu.tree_map(lambda v: scale(self.direction, v), out)
         return out
 
     def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs: Any) -> Control:

@@ -258,7 +258,7 @@ class VeryChord(optx.AbstractRootFinder):
         replay = options.get("replay")
         if replay is None:
             return done, result
-        # A recomputation (see `replay_option`): stop where the recorded
+        # A recomputation (`replay`, class docstring): stop where the recorded
         # iteration stopped, failed where it failed.
         count, failed = replay_parts(replay)
         forced = count > 0

@@ -124,24 +124,28 @@ def _replay(cfg: Settings) -> Settings:
     return dataclasses.replace(cfg, cond_size=None, fold_stages=False, ts_loops=())
 
 
+def _forward(cfg: Settings) -> Settings:
+    """The settings of the flat body in the checkpointed loop's forward pass:
+    `_replay`'s, without reading the tape, which holds nothing yet there."""
+    return dataclasses.replace(_replay(cfg), tape_read=False)
+
+
+def _present(*parts):
+    return tuple(part for part in parts if part is not None)
+
+
 def _flat_buffers(carry):
     state = carry[0]
-    parts = (
-        state.save_states,
-        state.dense_ts,
-        state.dense_infos,
-        state.record,
-        state.tape,
+    return _present(
+        state.save_states, state.dense_ts, state.dense_infos, state.record, state.tape
     )
-    return tuple(part for part in parts if part is not None)
 
 
 def _flat_form(cfg: Settings, body_cfg: Settings):
     """(cond, body, primal, buffers, replay, forward) of the flat loop over
     `(State, LastStep)`: each iteration attempts a step, then writes its due
     outputs (so the last step's outputs need no iteration of their own)."""
-    replay_cfg = _replay(cfg)
-    forward_cfg = dataclasses.replace(replay_cfg, tape_read=False)
+    replay_cfg, forward_cfg = _replay(cfg), _forward(cfg)
     return (
         lambda carry, env: outer_cond(cfg, env, carry),
         lambda carry, env: step_then_write(body_cfg, env, carry),
@@ -153,16 +157,14 @@ def _flat_form(cfg: Settings, body_cfg: Settings):
 
 
 def _state_buffers(state: State):
-    parts = (state.save_states or None, state.tape)
-    return tuple(part for part in parts if part is not None)
+    return _present(state.save_states or None, state.tape)
 
 
 def _state_form(cfg: Settings, body_cfg: Settings):
     """(cond, body, primal, buffers) of the flat loop over the `State` alone,
     for solves that write nothing inside the loop (the last step's record is
     never read, so the checkpoints are smaller)."""
-    replay_cfg = _replay(cfg)
-    forward_cfg = dataclasses.replace(replay_cfg, tape_read=False)
+    replay_cfg, forward_cfg = _replay(cfg), _forward(cfg)
     return (
         lambda state, env: any_lane(unfinished(cfg, env, state.step)),
         lambda state, env: step_only(body_cfg, env, (state, None))[0],
